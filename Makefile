@@ -1,0 +1,60 @@
+# semarize-connector — developer entry points. `make demo` and `make test` are the two that matter.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KAFKA_LOCAL_PORT ?= 9092
+export KAFKA_LOCAL_PORT
+
+.PHONY: help install demo test test-unit test-integration lint kafka-up kafka-down kafka-libs bench bench-quick clean
+
+help:
+	@echo "make demo        - the whole main job on this machine (venv, local Kafka, simulator, samples, summary)"
+	@echo "make test        - lint + every test, with a private real Kafka broker"
+	@echo "make lint        - ruff + mypy"
+	@echo "make kafka-up    - local single-node Kafka on 127.0.0.1:\$$KAFKA_LOCAL_PORT (default 9092)"
+	@echo "make kafka-down  - stop it"
+	@echo "make bench       - benchmarks, writes bench/RESULTS.md"
+
+$(BIN)/semarize-connector: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/semarize-connector
+
+kafka-libs:
+	tools/kafka/kafka-local.sh libs
+
+kafka-up:
+	tools/kafka/kafka-local.sh up
+
+kafka-down:
+	tools/kafka/kafka-local.sh down
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
+
+lint: install
+	$(BIN)/ruff check connector tests bench scripts
+	$(BIN)/ruff format --check connector tests bench scripts
+	$(BIN)/mypy
+
+test-unit: install
+	$(BIN)/pytest tests/unit -q
+
+test-integration: install kafka-libs
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/integration -q
+
+test: lint install kafka-libs
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+
+bench: install kafka-libs
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run
+
+bench-quick: install kafka-libs
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
