@@ -71,7 +71,7 @@ OLDEST_IN_FLIGHT_AGE = Gauge(
 # --- runs ------------------------------------------------------------------------------------
 RUNS_CREATED = Counter(
     _name("runs_created_total"),
-    "Runs accepted by the API (202 or 200 to a create), including ones returned for a replayed key.",
+    "Runs accepted by the API (202 or 200 to a create), including replayed keys.",
     registry=REGISTRY,
 )
 RUN_DURATION = Histogram(
@@ -83,7 +83,7 @@ RUN_DURATION = Histogram(
 COMPLETION_NOTICE_DELAY = Histogram(
     _name("completion_notice_delay_seconds"),
     "Time from the run's completion (estimated from its duration) to the connector noticing it.",
-    buckets=_FAST_BUCKETS + (30, 60),
+    buckets=(*_FAST_BUCKETS, 30, 60),
     registry=REGISTRY,
 )
 END_TO_END_LATENCY = Histogram(

@@ -1,0 +1,433 @@
+"""The Connector: wires the parts, owns start, drain and stop, and the only signal handlers.
+
+Start: ops server (not ready) -> topic and Kit checks (a missing topic or unknown Kit is a
+configuration error; an unreachable broker or API is waited for) -> producer -> consumer.
+Stop (first SIGTERM/SIGINT, or --stop-when-idle): readiness goes false, fetching stops,
+in-flight records get `shutdown.grace_seconds`, outputs are flushed, offsets committed,
+the consumer leaves the group. A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connector import metrics
+from connector.config import Settings
+from connector.errors import EXIT_FAILURE, EXIT_OK, StartupCheckError
+from connector.kafka_sink import KafkaSink, producer_config
+from connector.kafka_source import TP, Capacity, KafkaSource, PauseControl, consumer_config
+from connector.ops import OpsServer
+from connector.pipeline import Pipeline, PipelineSettings
+from connector.records import Decoder
+from connector.semarize.client import SemarizeClient
+from connector.semarize.errors import (
+    ConfigurationRejected,
+    HaltError,
+    RecordRejected,
+    RetryableError,
+)
+from connector.semarize.retry import ApiGate
+from connector.semarize.transport import AiohttpTransport, Transport
+from connector.tracker import RunTracker, TrackerSettings
+
+log = logging.getLogger("connector.app")
+
+HALT_PROBE_SECONDS = 15.0
+_IDLE_CHECK_SECONDS = 0.5
+
+
+class Connector:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop_when_idle: float | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._stop_when_idle = stop_when_idle
+        s = settings
+        self.gate = ApiGate()
+        self.client = SemarizeClient(
+            transport
+            or AiohttpTransport(
+                pool_size=max(10, min(s.pipeline.max_in_flight, 1000)),
+                connect_timeout=s.semarize.connect_timeout_seconds,
+                read_timeout=s.semarize.read_timeout_seconds,
+            ),
+            base_url=s.semarize.api_url,
+            api_key=s.semarize.api_key.reveal(),
+        )
+        self.tracker = RunTracker(
+            self.client,
+            self.gate,
+            TrackerSettings(
+                deadline_seconds=s.run.deadline_seconds,
+                max_create_attempts=s.semarize.max_create_attempts,
+                poll_initial_seconds=s.semarize.poll_initial_seconds,
+                poll_max_seconds=s.semarize.poll_max_seconds,
+                retry_max_seconds=s.semarize.retry_max_seconds,
+            ),
+        )
+        self.decoder = Decoder(
+            mapping=s.pipeline.mapping,
+            kit_code=s.semarize.kit_code,
+            kit_version_id=s.semarize.kit_version_id,
+            run_type=s.semarize.run_type,
+            mode=s.semarize.mode,
+            salt=s.pipeline.idempotency_salt.reveal(),
+            max_bytes=s.pipeline.input_max_bytes,
+        )
+        self.capacity = Capacity(s.pipeline.max_in_flight)
+        self.pauses = PauseControl()
+        self.sink = KafkaSink(
+            producer_config(s.kafka.bootstrap_servers, s.kafka.producer, s.instance_id)
+        )
+        self.pipeline = Pipeline(
+            PipelineSettings(
+                output_topic=s.kafka.output_topic,
+                dlq_topic=s.kafka.dlq_topic,
+                group_id=s.kafka.group_id,
+                instance_id=s.instance_id,
+                ordering_by_key=s.pipeline.ordering == "key",
+                commit_interval=min(s.pipeline.commit_interval_seconds, 5.0),
+            ),
+            decoder=self.decoder,
+            tracker=self.tracker,
+            sink=self.sink,
+            capacity=self.capacity,
+            pauses=self.pauses,
+            healthy_clock=self.gate.healthy_clock,
+        )
+        self._revoke_budget = min(s.shutdown.grace_seconds, 60.0)
+        self.source = KafkaSource(
+            consumer_config(
+                bootstrap_servers=s.kafka.bootstrap_servers,
+                group_id=s.kafka.group_id,
+                auto_offset_reset=s.kafka.auto_offset_reset,
+                client_id=s.instance_id,
+                extra=s.kafka.consumer,
+                exactly_once=s.pipeline.processing_guarantee == "exactly_once",
+            ),
+            list(s.kafka.input_topics),
+            capacity=self.capacity,
+            pauses=self.pauses,
+            on_records=self.pipeline.on_records,
+            on_assign=self.pipeline.on_assign,
+            on_revoke=self._hand_over,
+            on_commit=self.pipeline.on_commit,
+            revoke_budget=self._revoke_budget,
+        )
+        self.pipeline.bind_commit(self.source.commit)
+        self.gate.listeners.append(self._on_gate_change)
+        self.ops = OpsServer(self, host=s.ops.host, port=s.ops.port)
+        self._stop = asyncio.Event()
+        self._force = False
+        self._checks_done = False
+        self._stopping = False
+        self._started_at = time.monotonic()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.exit_code = EXIT_OK
+
+    # --- health ----------------------------------------------------------------------------
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        details: dict[str, object] = {}
+        ok = True
+        if self._checks_done:
+            if not self.source.alive and not self._stopping:
+                ok, details["consumer"] = False, "consumer thread stopped"
+            if not self.sink.alive and not self._stopping:
+                ok, details["producer"] = False, "producer thread stopped"
+        stuck = self._stuck_partitions()
+        if stuck:
+            ok, details["stuck_partitions"] = False, stuck
+        return ok, details
+
+    def _stuck_partitions(self) -> list[str]:
+        if not self.gate.healthy or self.pauses.snapshot()[0]:
+            return []  # an outage or a halt must never restart a healthy pod
+        limit = self.settings.stuck_after_seconds
+        now = time.monotonic()
+        stuck = []
+        for (topic, partition), work in self.pipeline.partitions.items():
+            if work.offsets.unfinished and work.started:
+                oldest = min(work.started.values())
+                if now - oldest > limit:
+                    stuck.append(f"{topic}/{partition}")
+        return stuck
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        details: dict[str, object] = {
+            "assigned_partitions": len(self.pipeline.partitions),
+            "in_flight": self.capacity.held,
+            "circuit": self.gate.state.name.lower(),
+        }
+        ok = True
+        if self._stopping:
+            ok, details["stopping"] = False, True
+        if not self._checks_done:
+            ok, details["starting"] = False, "start-up checks not passed yet"
+        if self.gate.halt_error is not None:
+            ok = False
+            details["halted"] = self.gate.halt_error.error_code or str(self.gate.halt_error.status)
+        if self._checks_done and not self.source.broker_up:
+            ok = False
+            details["broker"] = self.source.last_broker_error or "unreachable"
+        return ok, details
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        metrics.CONCURRENCY_LIMIT.set(self.settings.pipeline.max_in_flight)
+        await self.ops.start()
+        log.info(
+            "connector starting",
+            extra={
+                "instance_id": self.settings.instance_id,
+                "group_id": self.settings.kafka.group_id,
+                "ops_port": self.ops.port,
+            },
+        )
+        try:
+            if not await self._startup_checks():
+                return self.exit_code
+            self.sink.start(loop)
+            self.source.start(loop)
+            self._checks_done = True
+            self._tasks = [
+                asyncio.create_task(self.pipeline.commit_loop(), name="commit"),
+                asyncio.create_task(self._halt_probe(), name="halt-probe"),
+                asyncio.create_task(self._summary(), name="summary"),
+                asyncio.create_task(self._watch_threads(), name="watch"),
+            ]
+            if self._stop_when_idle is not None:
+                self._tasks.append(asyncio.create_task(self._idle_watch(), name="idle"))
+            await self._stop.wait()
+            await self._shutdown()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.client.aclose()
+            await self.ops.stop()
+            self._restore_signals(loop)
+        log.info("connector stopped", extra={"exit_code": self.exit_code})
+        return self.exit_code
+
+    def request_stop(self, *, force: bool = False) -> None:
+        if force or self._stop.is_set():
+            self._force = True
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self.pauses.mark("shutdown", True)
+        grace = 0.0 if self._force else self.settings.shutdown.grace_seconds
+        log.info("stopping: no new records; finishing in-flight work", extra={"grace": grace})
+        drain = asyncio.create_task(self.pipeline.drain(grace))
+        while not drain.done():
+            await asyncio.wait({drain}, timeout=0.2)
+            if self._force and not drain.done():
+                drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        self._revoke_budget = 0.0
+        self.source.stop()
+        await asyncio.to_thread(self.source.closed.wait, 30.0)
+        remaining = await asyncio.to_thread(self.sink.flush, 10.0)
+        if remaining:
+            log.warning(
+                "%d records not acknowledged at shutdown (offsets not committed)", remaining
+            )
+        await asyncio.to_thread(self.sink.close, 1.0)
+
+    async def _hand_over(self, tps: list[TP], lost: bool) -> dict[TP, int]:
+        return await self.pipeline.revoke(tps, lost, 0.0 if self._stopping else self._revoke_budget)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _restore_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("second %s: stopping now without waiting", sig.name)
+            self.request_stop(force=True)
+        else:
+            log.info("%s received: draining (send again to stop at once)", sig.name)
+            self.request_stop()
+
+    def _on_gate_change(self) -> None:
+        self.pauses.mark("api", self.gate.blocks_consumption)
+        halted = self.gate.halt_error
+        for reason in ("credentials", "configuration"):
+            metrics.HALTED.labels(reason=reason).set(0)
+        if halted is not None:
+            reason = "configuration" if isinstance(halted, ConfigurationRejected) else "credentials"
+            metrics.HALTED.labels(reason=reason).set(1)
+
+    # --- start-up checks -----------------------------------------------------------------------
+    async def _startup_checks(self) -> bool:
+        try:
+            await self._check_topics()
+            await self._check_kit()
+        except StartupCheckError as exc:
+            for problem in exc.problems:
+                log.error(problem)
+            self.exit_code = exc.exit_code
+            return False
+        return not self._stop.is_set()
+
+    async def _check_topics(self) -> None:
+        s = self.settings
+        wanted = [*s.kafka.input_topics, s.kafka.output_topic, s.kafka.dlq_topic]
+        if s.webhooks.enabled:
+            wanted.append(s.kafka.completions_topic)
+        admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers, **_security(s)})
+        waited = False
+        while not self._stop.is_set():
+            try:
+                metadata = await asyncio.to_thread(admin.list_topics, timeout=5)
+            except KafkaException as exc:
+                if not waited:
+                    log.warning("waiting for Kafka at %s: %s", s.kafka.bootstrap_servers, exc)
+                    waited = True
+                await asyncio.sleep(2)
+                continue
+            missing = [t for t in wanted if t not in metadata.topics]
+            if missing:
+                raise StartupCheckError(
+                    [f"kafka: topic {t!r} does not exist (create it first)" for t in missing]
+                )
+            return
+
+    async def _check_kit(self) -> None:
+        s = self.settings.semarize
+        waited = False
+        while not self._stop.is_set():
+            try:
+                await self.client.kit_schema(kit_code=s.kit_code, kit_version_id=s.kit_version_id)
+                return
+            except HaltError as exc:
+                if exc.error_code in ("kit_not_found", "kit_version_not_found") or isinstance(
+                    exc, ConfigurationRejected
+                ):
+                    raise StartupCheckError(
+                        [f"semarize: the configured Kit is unknown to the API ({exc.error_code})"]
+                    ) from exc
+                self.gate.halt(exc)  # bad key: start halted, probe until it works
+                return
+            except RecordRejected as exc:
+                raise StartupCheckError([f"semarize: the Kit check was rejected ({exc})"]) from exc
+            except RetryableError as exc:
+                if not waited:
+                    log.warning("waiting for the Semarize API at %s: %s", s.api_url, exc)
+                    waited = True
+                await asyncio.sleep(2)
+
+    # --- background tasks ----------------------------------------------------------------------
+    async def _halt_probe(self) -> None:
+        s = self.settings.semarize
+        while True:
+            await asyncio.sleep(HALT_PROBE_SECONDS)
+            if self.gate.halt_error is None:
+                continue
+            try:
+                await self.client.kit_schema(kit_code=s.kit_code, kit_version_id=s.kit_version_id)
+            except (HaltError, RetryableError, RecordRejected):
+                continue
+            self.gate.resume()
+
+    async def _watch_threads(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            if self.source.fatal_error is not None:
+                log.error("stopping: fatal Kafka error %s", self.source.fatal_error.str())
+                self.exit_code = EXIT_FAILURE
+                self.request_stop()
+                return
+            if not self.source.alive and not self._stopping:
+                log.error("stopping: the consumer thread died")
+                self.exit_code = EXIT_FAILURE
+                self.request_stop(force=True)
+                return
+
+    async def _summary(self) -> None:
+        interval = self.settings.ops.summary_interval_seconds
+        last_finished = 0
+        while True:
+            await asyncio.sleep(interval)
+            finished = self.pipeline.finished_total
+            log.info(
+                "summary",
+                extra={
+                    "records_per_second": round((finished - last_finished) / interval, 2),
+                    "in_flight": self.capacity.held,
+                    "lag": sum(max(0, lag) for lag, _ in self.source.lag.values()),
+                    "dead_letters": self.pipeline.dead_letters_total,
+                    "finished": finished,
+                    "circuit": self.gate.state.name.lower(),
+                    "halted": self.gate.halt_error is not None,
+                },
+            )
+            last_finished = finished
+
+    async def _idle_watch(self) -> None:
+        assert self._stop_when_idle is not None
+        needed = self._stop_when_idle
+        idle_since: float | None = None
+        while not self._stop.is_set():
+            await asyncio.sleep(_IDLE_CHECK_SECONDS)
+            now = time.monotonic()
+            quiet = (
+                self.capacity.held == 0
+                and self.gate.healthy
+                and now - self.pipeline.last_record_at >= min(needed, 1.0)
+                and now - self._started_at >= needed
+                and await asyncio.to_thread(self._drained)
+            )
+            if not quiet:
+                idle_since = None
+                continue
+            if idle_since is None:
+                idle_since = now
+            elif now - idle_since >= needed:
+                log.info("idle for %.1f s with nothing in flight: stopping", needed)
+                self.request_stop()
+                return
+
+    def _drained(self) -> bool:
+        """True when every assigned partition has been read and committed to its end."""
+        consumer = self.source._consumer
+        tps = [TopicPartition(t, p) for t, p in self.source.assigned]
+        if not tps:
+            return False
+        try:
+            committed = consumer.committed(tps, timeout=5)
+        except KafkaException:
+            return False
+        for tp in committed:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            if high > 0 and (tp.offset < 0 or tp.offset < high):
+                return False
+        return True
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    """The consumer's security settings, so the admin client can connect too."""
+    keys = ("security.protocol", "sasl.", "ssl.")
+    return {k: v for k, v in settings.kafka.consumer.items() if k.startswith(keys)}

@@ -1,0 +1,151 @@
+"""The Semarize Runs API client: one request per call, classified, measured; no retries.
+
+Retrying, backoff and halting are the run tracker's job (`connector.tracker`), driven by the
+error classes of `connector.semarize.errors`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import orjson
+
+from connector import metrics
+from connector.idempotency import MAX_KEY_LENGTH
+from connector.semarize.errors import RecordRejected, TransportFailure, classify
+from connector.semarize.retry import parse_retry_after
+from connector.semarize.transport import Request, Response, Transport
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+USER_AGENT = "semarize-connector"
+
+
+@dataclass(slots=True)
+class ApiResult:
+    """A successful response: its JSON object, the advised delay and the request id."""
+
+    status: int
+    body: dict[str, Any]
+    retry_after: float | None
+    request_id: str
+
+
+class SemarizeClient:
+    def __init__(self, transport: Transport, *, base_url: str, api_key: str) -> None:
+        self._transport = transport
+        self._base = base_url.rstrip("/")
+        self._auth = f"Bearer {api_key}"
+
+    async def create_run(
+        self, body: bytes, *, idempotency_key: str, record_chose_kit: bool
+    ) -> ApiResult:
+        if len(idempotency_key) > MAX_KEY_LENGTH:
+            # Never sent: the provider would reject it, and a truncated key could collide.
+            raise RecordRejected("Idempotency-Key over 254 characters", error_code="key_too_long")
+        headers = self._headers()
+        headers["Content-Type"] = "application/json"
+        headers["Idempotency-Key"] = idempotency_key
+        return await self._call(
+            "create", Request("POST", f"{self._base}/v1/runs", headers, body), record_chose_kit
+        )
+
+    async def get_run(self, run_id: str) -> ApiResult:
+        url = f"{self._base}/v1/runs/{quote(run_id, safe='')}"
+        return await self._call("get", Request("GET", url, self._headers()), False)
+
+    async def kit_schema(self, *, kit_code: str | None, kit_version_id: str | None) -> ApiResult:
+        query = {"kit_version_id": kit_version_id} if kit_version_id else {"kit_code": kit_code}
+        url = f"{self._base}/v1/kits/schema?{urlencode(query)}"
+        return await self._call("kits", Request("GET", url, self._headers()), False)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": self._auth,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Request-Id": uuid.uuid4().hex,
+        }
+
+    async def _call(self, route: str, request: Request, record_chose_kit: bool) -> ApiResult:
+        started = time.perf_counter()
+        request_id = request.headers["X-Request-Id"]
+        try:
+            response = await self._transport.send(request)
+        except TransportFailure as exc:
+            metrics.HTTP_REQUESTS.labels(route=route, status="error", error_code=exc.kind).inc()
+            exc.request_id = request_id  # type: ignore[attr-defined]
+            raise
+        finally:
+            metrics.HTTP_REQUEST_DURATION.labels(route=route).observe(time.perf_counter() - started)
+        body = _json_object(response)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if 200 <= response.status < 300 and body is not None:
+            metrics.HTTP_REQUESTS.labels(
+                route=route, status=str(response.status), error_code=""
+            ).inc()
+            return ApiResult(response.status, body, retry_after, request_id)
+        if 200 <= response.status < 300:
+            metrics.HTTP_REQUESTS.labels(
+                route=route, status=str(response.status), error_code="bad_body"
+            ).inc()
+            raise TransportFailure(
+                f"HTTP {response.status} with a body that is not a JSON object", kind="protocol"
+            )
+        error = classify(
+            response.status, body, retry_after=retry_after, record_chose_kit=record_chose_kit
+        )
+        metrics.HTTP_REQUESTS.labels(
+            route=route, status=str(response.status), error_code=_bounded(error.error_code)
+        ).inc()
+        if response.status == 429:
+            metrics.RATE_LIMITED.labels(route=route).inc()
+        if error.retry_after is not None:
+            metrics.RETRY_AFTER.observe(error.retry_after)
+        error.request_id = request_id  # type: ignore[attr-defined]
+        raise error
+
+
+def _json_object(response: Response) -> dict[str, Any] | None:
+    if not response.body:
+        return None
+    try:
+        body = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+_KNOWN_CODES = frozenset(
+    {
+        "missing_bearer_token",
+        "invalid_api_key",
+        "api_key_expired",
+        "kit_code_or_kit_version_id_required",
+        "input_must_be_object",
+        "invalid_run_type",
+        "invalid_run_mode",
+        "kit_not_found",
+        "idempotency_key_conflict",
+        "run_request_failed",
+        "rate_limited",
+        "payload_too_large",
+        "run_not_found",
+        "invalid_json",
+        "input_not_processable",
+        "forbidden",
+    }
+)
+
+
+def _bounded(code: str | None) -> str:
+    """Error codes become a label: keep the set bounded whatever the API sends."""
+    if not code:
+        return ""
+    return code if code in _KNOWN_CODES else "other"

@@ -1,0 +1,234 @@
+"""Retry policy, in one place: backoff, Retry-After, the circuit breaker and the halt.
+
+- `Backoff`: capped exponential backoff with full jitter, never sooner than the delay the
+  API asked for.
+- `parse_retry_after`: integer seconds or an HTTP date (semarize-api.md section 9).
+- `ApiGate`: whether the pipeline may call the API now. It owns the circuit breaker (opens
+  when retryable failures dominate a sliding window, half-open probes, closes on success)
+  and the halt (bad credentials or configuration: create nothing until a probe succeeds).
+  It also keeps the "healthy clock": time that passes while the API is down or the
+  connector is halted does not count against record budgets and deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import enum
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+from connector import metrics
+from connector.semarize.errors import HaltError
+
+log = logging.getLogger("connector.semarize.retry")
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        current = time.time() if now is None else now
+        return max(0.0, when.timestamp() - current)
+    return float(seconds) if seconds >= 0 else None
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter; `retry_after` is a floor."""
+
+    def __init__(
+        self, *, initial: float, maximum: float, rng: Callable[[], float] = random.random
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._rng = rng
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Delay before retry number `attempt` (1 = the first retry)."""
+        cap = min(self.maximum, self.initial * 2.0 ** min(attempt - 1, 30))
+        delay = self._rng() * cap
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 3600.0))
+        return delay
+
+
+class CircuitState(enum.IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class ApiGate:
+    """The API's health as the pipeline sees it: circuit breaker + halt + healthy clock."""
+
+    def __init__(
+        self,
+        *,
+        window_seconds: float = 30.0,
+        min_requests: int = 20,
+        failure_ratio: float = 0.5,
+        open_seconds: float = 5.0,
+        max_open_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window_seconds = window_seconds
+        self._min_requests = min_requests
+        self._failure_ratio = failure_ratio
+        self._base_open = open_seconds
+        self._max_open = max_open_seconds
+        self._open_for = open_seconds
+        self._clock = clock
+        self._outcomes: deque[tuple[float, bool]] = deque()
+        self._failures = 0
+        self.state = CircuitState.CLOSED
+        self._opened_at = 0.0
+        self._probe_in_flight = False
+        self.halt_error: HaltError | None = None
+        self._changed = asyncio.Event()
+        self._unhealthy_since: float | None = None
+        self._unhealthy_total = 0.0
+        self.listeners: list[Callable[[], None]] = []
+        metrics.CIRCUIT_STATE.set(0)
+
+    # --- the healthy clock ---------------------------------------------------------------
+    def healthy_clock(self) -> float:
+        """Monotonic seconds, not counting time spent open or halted."""
+        now = self._clock()
+        paused = self._unhealthy_total
+        if self._unhealthy_since is not None:
+            paused += now - self._unhealthy_since
+        return now - paused
+
+    @property
+    def healthy(self) -> bool:
+        return self.state is CircuitState.CLOSED and self.halt_error is None
+
+    @property
+    def blocks_consumption(self) -> bool:
+        return not self.healthy
+
+    def _update_health_clock(self) -> None:
+        now = self._clock()
+        if self.healthy and self._unhealthy_since is not None:
+            self._unhealthy_total += now - self._unhealthy_since
+            self._unhealthy_since = None
+        elif not self.healthy and self._unhealthy_since is None:
+            self._unhealthy_since = now
+
+    def _notify(self) -> None:
+        self._update_health_clock()
+        metrics.CIRCUIT_STATE.set(int(self.state))
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for listener in self.listeners:
+            listener()
+
+    # --- outcomes ----------------------------------------------------------------------
+    def record_success(self) -> None:
+        self._record(ok=True)
+        if self.state is not CircuitState.CLOSED:
+            log.info("API answering again: circuit closed")
+            self.state = CircuitState.CLOSED
+            self._open_for = self._base_open
+            self._probe_in_flight = False
+            self._outcomes.clear()
+            self._failures = 0
+            self._notify()
+
+    def record_failure(self) -> None:
+        """A retryable failure (429, 5xx, timeout, connection)."""
+        self._record(ok=False)
+        now = self._clock()
+        if self.state is CircuitState.HALF_OPEN:
+            self._open(now, longer=True)
+        elif (
+            self.state is CircuitState.CLOSED
+            and len(self._outcomes) >= self._min_requests
+            and self._failures >= self._failure_ratio * len(self._outcomes)
+        ):
+            self._open(now, longer=False)
+
+    def _record(self, *, ok: bool) -> None:
+        now = self._clock()
+        outcomes = self._outcomes
+        outcomes.append((now, ok))
+        if not ok:
+            self._failures += 1
+        horizon = now - self._window_seconds
+        while outcomes and outcomes[0][0] < horizon:
+            _, was_ok = outcomes.popleft()
+            if not was_ok:
+                self._failures -= 1
+
+    def _open(self, now: float, *, longer: bool) -> None:
+        if longer:
+            self._open_for = min(self._max_open, self._open_for * 2)
+        if self.state is not CircuitState.OPEN:
+            log.warning(
+                "API failing: circuit open, consumption paused",
+                extra={"open_seconds": round(self._open_for, 1)},
+            )
+        self.state = CircuitState.OPEN
+        self._opened_at = now
+        self._probe_in_flight = False
+        self._notify()
+
+    # --- halt --------------------------------------------------------------------------
+    def halt(self, error: HaltError) -> None:
+        if self.halt_error is None:
+            log.error(
+                "halted: the API refused the connector's %s (%s); creating nothing until it "
+                "is fixed",
+                "credentials" if error.status in (401, 403) else "configuration",
+                error.error_code or f"HTTP {error.status}",
+                extra={"error_code": error.error_code, "http_status": error.status},
+            )
+            self.halt_error = error
+            self._notify()
+
+    def resume(self) -> None:
+        if self.halt_error is not None:
+            log.info("halt lifted: the API accepts the connector's requests again")
+            self.halt_error = None
+            self._notify()
+
+    # --- waiting -----------------------------------------------------------------------
+    async def wait_until_usable(self) -> None:
+        """Return when a request may be sent: not halted, circuit closed or probing."""
+        while True:
+            if self.halt_error is None:
+                if self.state is CircuitState.CLOSED:
+                    return
+                now = self._clock()
+                if self.state is CircuitState.OPEN and now - self._opened_at >= self._open_for:
+                    self.state = CircuitState.HALF_OPEN
+                    self._notify()
+                if self.state is CircuitState.HALF_OPEN and not self._probe_in_flight:
+                    self._probe_in_flight = True
+                    return
+            changed = self._changed
+            timeout = None
+            if self.halt_error is None and self.state is CircuitState.OPEN:
+                timeout = max(0.01, self._opened_at + self._open_for - self._clock())
+            elif self.state is CircuitState.HALF_OPEN:
+                timeout = self._open_for
+            try:
+                await asyncio.wait_for(changed.wait(), timeout)
+            except TimeoutError:
+                if self.state is CircuitState.HALF_OPEN:
+                    self._probe_in_flight = False  # the probe never reported: allow another
+
+    def probe_finished(self) -> None:
+        """A half-open probe ended without a verdict (e.g. the record was rejected)."""
+        self._probe_in_flight = False

@@ -1,0 +1,317 @@
+"""The run tracker: one record's lifecycle at the API, create -> track -> terminal outcome.
+
+Create retries and poll retries are kept apart (semarize-api.md section 3): a create has a
+budget of attempts; tracking has none beyond the record's deadline. Both wait for the
+`ApiGate` (circuit breaker, halt), and the deadline runs on the gate's healthy clock, so an
+outage or a halt never turns records into dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from connector import metrics
+from connector.records import DeadLetterContext, DeadLetterKind, RunRequest, SourceRecord
+from connector.semarize.client import TERMINAL_STATUSES, ApiResult, SemarizeClient
+from connector.semarize.errors import (
+    HaltError,
+    RecordRejected,
+    RetryableError,
+    SemarizeError,
+)
+from connector.semarize.retry import ApiGate, Backoff
+
+log = logging.getLogger("connector.tracker")
+
+# While the circuit is open, runs are still tracked, but at this slower pace.
+_OPEN_CIRCUIT_POLL_SECONDS = 5.0
+_GET_NOT_FOUND_TRIES = 3
+
+
+@dataclass(slots=True)
+class Succeeded:
+    run: dict[str, Any]
+    submitted_at: float
+    completed_at: float
+    noticed: float  # perf_counter when the terminal state was seen
+    polls: int
+
+
+@dataclass(slots=True)
+class DeadLettered:
+    why: DeadLetterContext
+    noticed: float
+
+
+Outcome = Succeeded | DeadLettered
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerSettings:
+    deadline_seconds: float
+    max_create_attempts: int
+    poll_initial_seconds: float
+    poll_max_seconds: float
+    retry_max_seconds: float
+
+
+class DurationEstimator:
+    """Recent run durations, to time the first poll when the API gives no Retry-After."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._recent: deque[float] = deque(maxlen=size)
+        self._sorted_cache: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self._recent.append(seconds)
+        self._sorted_cache = None
+
+    def median(self) -> float | None:
+        if not self._recent:
+            return None
+        if self._sorted_cache is None:
+            ordered = sorted(self._recent)
+            self._sorted_cache = ordered[len(ordered) // 2]
+        return self._sorted_cache
+
+
+class RunTracker:
+    def __init__(
+        self,
+        client: SemarizeClient,
+        gate: ApiGate,
+        settings: TrackerSettings,
+        *,
+        create_backoff: Backoff | None = None,
+        poll_backoff: Backoff | None = None,
+    ) -> None:
+        self._client = client
+        self._gate = gate
+        self._s = settings
+        self._create_backoff = create_backoff or Backoff(
+            initial=0.5, maximum=settings.retry_max_seconds
+        )
+        self._poll_backoff = poll_backoff or Backoff(
+            initial=0.5, maximum=settings.retry_max_seconds
+        )
+        self.durations = DurationEstimator()
+
+    async def track(self, record: SourceRecord, request: RunRequest, started: float) -> Outcome:
+        """Drive one record to a terminal outcome. `started` is on the gate's healthy clock."""
+        created = await self._create(record, request, started)
+        if isinstance(created, DeadLettered):
+            return created
+        result, submitted_at, create_mono = created
+        body = result.body
+        run_id = str(body.get("run_id", ""))
+        request.body = None  # the run exists: the transcript is no longer needed
+        if body.get("status") in TERMINAL_STATUSES and "sync_fallback" not in body:
+            return self._terminal(body, request, submitted_at, create_mono, polls=0)
+        return await self._poll(record, request, run_id, started, submitted_at, create_mono, result)
+
+    # --- create --------------------------------------------------------------------------
+    async def _create(
+        self, record: SourceRecord, request: RunRequest, started: float
+    ) -> tuple[ApiResult, float, float] | DeadLettered:
+        gate = self._gate
+        attempts = 0
+        last_error: SemarizeError | None = None
+        while True:
+            await gate.wait_until_usable()
+            if self._expired(started):
+                return self._dead(
+                    "deadline_exceeded",
+                    request,
+                    "deadline passed before a run was created",
+                    last_error,
+                    attempts,
+                )
+            attempts += 1
+            submitted_at = time.time()
+            try:
+                assert request.body is not None
+                result = await self._client.create_run(
+                    request.body,
+                    idempotency_key=request.idempotency_key,
+                    record_chose_kit=request.kit_from_event,
+                )
+            except RetryableError as exc:
+                gate.record_failure()
+                last_error = exc
+                if attempts >= self._s.max_create_attempts and gate.healthy:
+                    return self._dead(
+                        "retries_exhausted",
+                        request,
+                        f"run not created after {attempts} attempts: {exc}",
+                        exc,
+                        attempts,
+                    )
+                metrics.RETRIES.labels(route="create", reason=exc.reason).inc()
+                await asyncio.sleep(self._create_backoff.delay(attempts, exc.retry_after))
+                continue
+            except HaltError as exc:
+                gate.halt(exc)
+                attempts -= 1  # a halt is not the record's fault: it costs no attempt
+                continue
+            except RecordRejected as exc:
+                gate.probe_finished()
+                gate.record_success()  # the API answered: it is up
+                return self._dead(
+                    "request_rejected", request, f"the API rejected the run: {exc}", exc, attempts
+                )
+            gate.record_success()
+            metrics.RUNS_CREATED.inc()
+            return result, submitted_at, time.perf_counter()
+
+    # --- track ---------------------------------------------------------------------------
+    async def _poll(
+        self,
+        record: SourceRecord,
+        request: RunRequest,
+        run_id: str,
+        started: float,
+        submitted_at: float,
+        create_mono: float,
+        created: ApiResult,
+    ) -> Outcome:
+        gate = self._gate
+        delay = self._first_delay(created.retry_after)
+        polls = 0
+        failures = 0
+        not_found = 0
+        last_error: SemarizeError | None = None
+        while True:
+            if not gate.healthy:
+                delay = max(delay, _OPEN_CIRCUIT_POLL_SECONDS)
+            await asyncio.sleep(delay)
+            if gate.halt_error is not None:
+                await gate.wait_until_usable()
+            if self._expired(started):
+                return self._dead(
+                    "deadline_exceeded",
+                    request,
+                    f"run {run_id} not terminal within run.deadline_seconds",
+                    last_error,
+                    None,
+                    run_id=run_id,
+                )
+            polls += 1
+            try:
+                result = await self._client.get_run(run_id)
+            except RetryableError as exc:
+                gate.record_failure()
+                failures += 1
+                last_error = exc
+                metrics.RETRIES.labels(route="get", reason=exc.reason).inc()
+                delay = self._poll_backoff.delay(failures, exc.retry_after)
+                continue
+            except HaltError as exc:
+                gate.halt(exc)
+                continue
+            except RecordRejected as exc:
+                gate.record_success()
+                not_found += 1
+                last_error = exc
+                if not_found >= _GET_NOT_FOUND_TRIES:
+                    return self._dead(
+                        "request_rejected",
+                        request,
+                        f"run {run_id} cannot be read: {exc}",
+                        exc,
+                        None,
+                        run_id=run_id,
+                    )
+                delay = self._poll_backoff.delay(not_found)
+                continue
+            gate.record_success()
+            failures = 0
+            body = result.body
+            if body.get("status") in TERMINAL_STATUSES:
+                return self._terminal(body, request, submitted_at, create_mono, polls)
+            delay = self._next_delay(delay, result.retry_after, create_mono)
+
+    def _first_delay(self, retry_after: float | None) -> float:
+        estimate = self.durations.median()
+        delay = self._s.poll_initial_seconds if estimate is None else estimate * 1.05
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, self._s.poll_max_seconds)
+
+    def _next_delay(self, previous: float, retry_after: float | None, create_mono: float) -> float:
+        age = time.perf_counter() - create_mono
+        # Grow with the run's age (a run this old is a long one), within [initial, max].
+        delay = min(self._s.poll_max_seconds, max(self._s.poll_initial_seconds, age * 0.25))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    def _terminal(
+        self,
+        body: dict[str, Any],
+        request: RunRequest,
+        submitted_at: float,
+        create_mono: float,
+        polls: int,
+    ) -> Outcome:
+        noticed = time.perf_counter()
+        status = body.get("status")
+        run_id = str(body.get("run_id", ""))
+        duration_ms = body.get("duration_ms")
+        if isinstance(duration_ms, int | float) and duration_ms >= 0:
+            seconds = duration_ms / 1000
+            metrics.RUN_DURATION.observe(seconds)
+            self.durations.observe(seconds)
+            metrics.COMPLETION_NOTICE_DELAY.observe(max(0.0, noticed - create_mono - seconds))
+        metrics.POLLS_PER_RUN.observe(polls)
+        if status == "succeeded":
+            return Succeeded(body, submitted_at, time.time(), noticed, polls)
+        kind: DeadLetterKind = "run_failed" if status == "failed" else "run_cancelled"
+        return DeadLettered(
+            DeadLetterContext(
+                kind=kind,
+                message=f"run {run_id} {status}"
+                + (f": {body['error_code']}" if body.get("error_code") else ""),
+                event_id=request.event_id,
+                run_id=run_id,
+                error_code=_text(body.get("error_code")),
+                error_message=_text(body.get("error_message")),
+                error_user_message=_text(body.get("error_user_message")),
+            ),
+            noticed,
+        )
+
+    def _expired(self, started: float) -> bool:
+        return self._gate.healthy_clock() - started > self._s.deadline_seconds
+
+    @staticmethod
+    def _dead(
+        kind: DeadLetterKind,
+        request: RunRequest,
+        message: str,
+        error: SemarizeError | None,
+        attempts: int | None,
+        *,
+        run_id: str | None = None,
+    ) -> DeadLettered:
+        return DeadLettered(
+            DeadLetterContext(
+                kind=kind,
+                message=message,
+                event_id=request.event_id,
+                run_id=run_id,
+                error_code=error.error_code if error else None,
+                error_message=str(error) if error else None,
+                http_status=error.status if error else None,
+                attempts=attempts,
+            ),
+            time.perf_counter(),
+        )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
