@@ -67,8 +67,14 @@ app.kubernetes.io/part-of: semarize-connector
 {{- (.Values.config.webhooks | default dict).port | default 8080 | int }}
 {{- end }}
 
+{{/* config.shutdown.grace_seconds rounded up (it may be fractional; 0 is valid). */}}
 {{- define "semarize-connector.shutdownGrace" -}}
-{{- (.Values.config.shutdown | default dict).grace_seconds | default 30 | int }}
+{{- $s := .Values.config.shutdown | default dict }}
+{{- if hasKey $s "grace_seconds" }}
+{{- $s.grace_seconds | float64 | ceil | int }}
+{{- else }}
+{{- 30 }}
+{{- end }}
 {{- end }}
 
 {{/* terminationGracePeriodSeconds: explicit, or shutdown grace + 15; always above the grace. */}}
@@ -79,7 +85,7 @@ app.kubernetes.io/part-of: semarize-connector
 {{- else }}
 {{- $t := .Values.terminationGracePeriodSeconds | int }}
 {{- if le $t $grace }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.shutdown.grace_seconds (%d): the pod would be killed mid-drain" $t $grace) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.shutdown.grace_seconds (%v, rounded up: %d): the pod would be killed mid-drain" $t ((.Values.config.shutdown | default dict).grace_seconds | default 30) $grace) }}
 {{- end }}
 {{- $t }}
 {{- end }}
@@ -112,6 +118,14 @@ app.kubernetes.io/part-of: semarize-connector
 {{- end }}
 {{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
 {{- fail "autoscaling.enabled and keda.enabled are mutually exclusive (KEDA manages its own HPA)" }}
+{{- end }}
+{{- range $name, $as := dict "autoscaling" .Values.autoscaling "keda" .Values.keda }}
+{{- if $as.enabled }}
+{{- $max := include "semarize-connector.maxReplicas" (dict "root" $ "max" $as.maxReplicas) | int }}
+{{- if gt ($as.minReplicas | int) $max }}
+{{- fail (printf "%s.minReplicas (%d) exceeds the maximum (%d: maxReplicas capped at partitions)" $name ($as.minReplicas | int) $max) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (include "semarize-connector.webhooksEnabled" .) (not .Values.secrets.existingSecret) (not .Values.secrets.webhookSecret) }}
 {{- fail "config.webhooks.enabled needs a webhook secret: set secrets.webhookSecret or secrets.existingSecret" }}
