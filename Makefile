@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 KAFKA_LOCAL_PORT ?= 9092
 export KAFKA_LOCAL_PORT
 
-.PHONY: help install demo test test-unit test-integration lint kafka-up kafka-down kafka-libs bench bench-quick clean
+.PHONY: help install demo test test-unit test-integration lint kafka-up kafka-down kafka-libs bench bench-quick clean chart-tools chart-check
 
 help:
 	@echo "make demo        - the whole main job on this machine (venv, local Kafka, simulator, samples, summary)"
 	@echo "make test        - lint + every test, with a private real Kafka broker"
+	@echo "make chart-check - the Helm chart, alert and dashboard tests only (installs helm, promtool)"
 	@echo "make lint        - ruff + mypy"
 	@echo "make kafka-up    - local single-node Kafka on 127.0.0.1:\$$KAFKA_LOCAL_PORT (default 9092)"
 	@echo "make kafka-down  - stop it"
@@ -47,8 +48,15 @@ test-unit: install
 test-integration: install kafka-libs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/integration -q
 
-test: lint install kafka-libs
+test: lint install kafka-libs chart-tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+
+# helm, promtool and kubernetes-validate into .local/bin (idempotent; helm builds once).
+chart-tools: install
+	tools/chart-tools.sh
+
+chart-check: install chart-tools
+	$(BIN)/pytest tests/chart -q
 
 bench: install kafka-libs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run
