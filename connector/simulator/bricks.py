@@ -7,8 +7,10 @@ gives the same `output.bricks`, and the values look like what a sales-call Kit w
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ class Utterance:
 class Transcript:
     utterances: tuple[Utterance, ...]
     sentences: tuple[str, ...]
+    hits: dict[str, list[int]]  # keyword category -> indices of the sentences that show it
+    terms: dict[str, set[str]]  # keyword category -> the words and phrases found
 
 
 BrickResult = dict[str, Any]
@@ -42,8 +46,60 @@ class Brick:
 
 # --- reading the transcript -----------------------------------------------------------------
 
-_SPEAKER_RE = re.compile(r"(?:^|(?<=[\s.!?]))([A-Z][A-Za-z]{0,20}(?: [A-Z][A-Za-z]{0,20})?):\s+")
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
+_SPEAKER_RE = re.compile(r"([A-Z][A-Za-z]{0,20}(?: [A-Z][A-Za-z]{0,20})?):\s+")
+_SENTENCE_END_RE = re.compile(r"[.!?]\s+")
+_TOKEN_RE = re.compile(r"\$?[a-z0-9']+")
+_MAX_SENTENCES = 500  # keyword rules read the first 500 sentences; word counts read all
+
+# Keyword rules: words (before the first "|") and phrases -> the category each signals.
+_LEXICON_SOURCE = {
+    "budget": "budget budgets budgeted budgeting price prices pricing priced cost costs costly "
+    "spend spending quote discount invoice dollars dollar|per seat|license fee|licence fee",
+    "next": "schedule demo trial proposal|next step|next steps|follow up|follow-up|send over|"
+    "send you|send it|set up a|book a|book the|next week|next call|next meeting|circle back|"
+    "loop in",
+    "objection": "expensive concern concerns concerned worried worry worries hesitant risk risks "
+    "risky can't cant problem issue|too expensive|not sure|don't think|dont think|"
+    "already use|already have|no budget|push back",
+    "positive": "great good love like excellent perfect excited helpful thanks interested happy "
+    "impressive|thank you|sounds good|makes sense",
+    "negative": "bad hate frustrated frustrating frustration annoyed annoying expensive difficult "
+    "problem issue unhappy disappointed disappointing confused confusing slow broken angry "
+    "concern concerns concerned",
+    "competitor": "gong chorus clari salesloft outreach hubspot salesforce fireflies otter",
+    "decider": "ceo cfo cto coo vp director approve approval approved approves|vice president|"
+    "head of|decision maker|decision-maker|sign off|sign-off|final say",
+}
+
+
+def _build_lexicon() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    words: dict[str, tuple[str, ...]] = {}
+    phrases: dict[str, tuple[str, ...]] = {}
+    for category, source in _LEXICON_SOURCE.items():
+        word_list, *phrase_list = source.split("|")
+        for word in word_list.split():
+            words[word] = (*words.get(word, ()), category)
+        for phrase in phrase_list:
+            phrases[phrase] = (*phrases.get(phrase, ()), category)
+    return words, phrases
+
+
+_WORDS, _PHRASES = _build_lexicon()
+_WORD_SET = frozenset(_WORDS)
+_COMPETITOR_NAMES = {
+    name.lower(): name
+    for name in (
+        "Gong",
+        "Chorus",
+        "Clari",
+        "Salesloft",
+        "Outreach",
+        "HubSpot",
+        "Salesforce",
+        "Fireflies",
+        "Otter",
+    )
+}
 
 
 def read_transcript(value: object) -> Transcript:
@@ -56,19 +112,59 @@ def read_transcript(value: object) -> Transcript:
         for item in value:
             if isinstance(item, dict) and isinstance(item.get("text"), str):
                 speaker = item.get("speaker")
-                utterances.append(
-                    Utterance(str(speaker) if speaker is not None else None, item["text"].strip())
-                )
+                name = str(speaker) if speaker is not None else None
+                utterances.append(Utterance(name, item["text"].strip()))
             elif isinstance(item, str):
                 utterances.append(Utterance(None, item.strip()))
-    sentences = tuple(
-        s.strip() for u in utterances for s in _SENTENCE_RE.split(u.text) if s.strip()
-    )
-    return Transcript(tuple(u for u in utterances if u.text), sentences)
+    utterances = [u for u in utterances if u.text]
+    sentences: list[str] = []
+    for u in utterances:
+        sentences.extend(_split_sentences(u.text))
+    found: dict[str, set[int]] = {}
+    terms: dict[str, set[str]] = {}
+    for index, category, term in _keywords(sentences[:_MAX_SENTENCES]):
+        found.setdefault(category, set()).add(index)
+        terms.setdefault(category, set()).add(term)
+    hits = {category: sorted(indices) for category, indices in found.items()}
+    return Transcript(tuple(utterances), tuple(sentences), hits, terms)
+
+
+def _keywords(sentences: list[str]) -> Iterator[tuple[int, str, str]]:
+    """`(sentence index, category, term)` for each lexicon word or phrase found."""
+    for index, sentence in enumerate(sentences):
+        for category, term in _word_signals(sentence):
+            yield index, category, term
+    # Phrases: one C-level scan of the whole text per phrase, then map offsets to sentences.
+    low = "\n".join(sentences).lower().replace("\u2019", "'")
+    starts = list(itertools.accumulate((len(s) + 1 for s in sentences[:-1]), initial=0))
+    for phrase, categories in _PHRASES.items():
+        pos = low.find(phrase)
+        while pos >= 0:
+            end = pos + len(phrase)
+            if (pos == 0 or not low[pos - 1].isalnum()) and (
+                end == len(low) or not low[end].isalnum()
+            ):
+                index = bisect.bisect_right(starts, pos) - 1
+                for category in categories:
+                    yield index, category, phrase
+            pos = low.find(phrase, end)
+
+
+def _word_signals(sentence: str) -> list[tuple[str, str]]:
+    """`(category, word)` for every lexicon word (and dollar amount) in a sentence."""
+    tokens = _TOKEN_RE.findall(sentence.lower().replace("\u2019", "'"))
+    out = [(category, word) for word in _WORD_SET.intersection(tokens) for category in _WORDS[word]]
+    if "$" in sentence:
+        out.extend(("budget", token) for token in tokens if token[0] == "$" and len(token) > 1)
+    return out
 
 
 def _split_speakers(text: str) -> list[Utterance]:
-    matches = list(_SPEAKER_RE.finditer(text))
+    matches = [
+        m
+        for m in _SPEAKER_RE.finditer(text)
+        if m.start() == 0 or text[m.start() - 1] in " \t\r\n.!?"
+    ]
     if not matches:
         return [Utterance(None, text.strip())]
     out: list[Utterance] = []
@@ -78,6 +174,17 @@ def _split_speakers(text: str) -> list[Utterance]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         out.append(Utterance(match.group(1), text[match.end() : end].strip()))
     return out
+
+
+def _split_sentences(text: str) -> list[str]:
+    out: list[str] = []
+    start = 0
+    for match in _SENTENCE_END_RE.finditer(text):
+        out.append(text[start : match.start() + 1])
+        start = match.end()
+    if start < len(text):
+        out.append(text[start:])
+    return [s.strip() for s in out if s.strip()]
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -91,8 +198,8 @@ def _quote(sentence: str) -> str:
     return sentence if len(sentence) <= _MAX_QUOTE else sentence[: _MAX_QUOTE - 1] + "…"
 
 
-def _matching(t: Transcript, pattern: re.Pattern[str]) -> list[str]:
-    return [s for s in t.sentences if pattern.search(s)]
+def _matching(t: Transcript, category: str) -> list[str]:
+    return [t.sentences[i] for i in t.hits.get(category, ())]
 
 
 def _confidence(hits: int, base: float = 0.62, step: float = 0.09) -> float:
@@ -108,79 +215,33 @@ def _result(value: object, confidence: float, reason: str, evidence: list[str]) 
     }
 
 
-def _terms(pattern: re.Pattern[str], sentences: list[str]) -> str:
-    found = sorted({m.group(0).lower() for s in sentences for m in pattern.finditer(s)})
-    return ", ".join(found[:4])
+def _terms(t: Transcript, category: str) -> str:
+    return ", ".join(sorted(t.terms.get(category, ()))[:4])
 
 
 # --- the Bricks -------------------------------------------------------------------------------
 
-_BUDGET_RE = re.compile(
-    r"\b(budget\w*|pric(?:e|es|ing)|costs?|spend(?:ing)?|quote|discount|per seat|"
-    r"licen[cs]e fee|invoice|dollars?)\b|\$\s?\d[\d,.]*k?",
-    re.IGNORECASE,
-)
-_NEXT_RE = re.compile(
-    r"\b(next steps?|follow[- ]up|send (?:over|you|it)|schedule|set up a|book (?:a|the)|"
-    r"demo|trial|proposal|next (?:week|call|meeting)|circle back|loop in)\b",
-    re.IGNORECASE,
-)
-_OBJECTION_RE = re.compile(
-    r"\b(too expensive|expensive|concern(?:ed|s)?|worr(?:y|ied)|not sure|hesitant|risk\w*|"
-    r"don'?t think|can'?t|problem|issue|already (?:use|have)|no budget|push back)\b",
-    re.IGNORECASE,
-)
-_POSITIVE_RE = re.compile(
-    r"\b(great|good|love|like|excellent|perfect|excited|helpful|thanks|thank you|"
-    r"interested|sounds good|makes sense|happy|impressive)\b",
-    re.IGNORECASE,
-)
-_NEGATIVE_RE = re.compile(
-    r"\b(bad|hate|frustrat\w*|annoy\w*|expensive|difficult|problem|issue|unhappy|"
-    r"disappoint\w*|confus\w*|slow|broken|angry|concern\w*)\b",
-    re.IGNORECASE,
-)
-_COMPETITORS = (
-    "Gong",
-    "Chorus",
-    "Clari",
-    "Salesloft",
-    "Outreach",
-    "HubSpot",
-    "Salesforce",
-    "Fireflies",
-    "Otter",
-)
-_COMPETITOR_RE = re.compile(r"\b(" + "|".join(_COMPETITORS) + r")\b", re.IGNORECASE)
-_DECIDER_RE = re.compile(
-    r"\b(CEO|CFO|CTO|COO|VP|vice president|director|head of|decision[- ]maker|"
-    r"sign[- ]off|approv\w*|final say)\b",
-    re.IGNORECASE,
-)
-
 
 def _budget(t: Transcript) -> BrickResult:
-    hits = _matching(t, _BUDGET_RE)
+    hits = _matching(t, "budget")
     if hits:
-        reason = (
-            f"Pricing or budget came up in {len(hits)} sentence(s) ({_terms(_BUDGET_RE, hits)})."
-        )
+        reason = f"Pricing or budget came up in {len(hits)} sentence(s) ({_terms(t, 'budget')})."
         return _result(True, _confidence(len(hits)), reason, hits)
     return _result(False, 0.74, "No sentence mentions budget, pricing or cost.", [])
 
 
 def _next_steps(t: Transcript) -> BrickResult:
-    hits = _matching(t, _NEXT_RE)
-    steps = [_quote(s) for s in hits[:3]]
+    hits = _matching(t, "next")
     if hits:
-        reason = f"{len(hits)} sentence(s) commit to a follow-up ({_terms(_NEXT_RE, hits)})."
+        reason = f"{len(hits)} sentence(s) commit to a follow-up ({_terms(t, 'next')})."
+        steps = [_quote(s) for s in hits[:3]]
         return _result(steps, _confidence(len(hits), 0.58), reason, hits)
     return _result([], 0.66, "No concrete follow-up was agreed.", [])
 
 
 def _sentiment(t: Transcript) -> BrickResult:
-    pos = _matching(t, _POSITIVE_RE)
-    neg = _matching(t, _NEGATIVE_RE)
+    pos = _matching(t, "positive")
+    neg = _matching(t, "negative")
     if not pos and not neg:
         return _result("neutral", 0.6, "No clearly positive or negative language.", [])
     if len(pos) >= 2 * max(1, len(neg)):
@@ -194,19 +255,19 @@ def _sentiment(t: Transcript) -> BrickResult:
 
 
 def _objections(t: Transcript) -> BrickResult:
-    hits = _matching(t, _OBJECTION_RE)
+    hits = _matching(t, "objection")
     if hits:
-        reason = f"The prospect raised {len(hits)} concern(s) ({_terms(_OBJECTION_RE, hits)})."
+        reason = f"The prospect raised {len(hits)} concern(s) ({_terms(t, 'objection')})."
         return _result([_quote(s) for s in hits[:3]], _confidence(len(hits), 0.6), reason, hits)
     return _result([], 0.7, "No objection was raised.", [])
 
 
 def _competitor(t: Transcript) -> BrickResult:
-    hits = _matching(t, _COMPETITOR_RE)
+    hits = _matching(t, "competitor")
     if hits:
-        first = _COMPETITOR_RE.search(hits[0])
-        assert first is not None
-        name = next(c for c in _COMPETITORS if c.lower() == first.group(0).lower())
+        first = hits[0].lower()
+        terms = [term for category, term in _word_signals(hits[0]) if category == "competitor"]
+        name = _COMPETITOR_NAMES[min(terms, key=first.find)]
         reason = f"{name} is named in {len(hits)} sentence(s)."
         return _result(name, _confidence(len(hits), 0.8, 0.05), reason, hits)
     return _result(None, 0.81, "No competitor is named.", [])
@@ -227,9 +288,9 @@ def _talk_ratio(t: Transcript) -> BrickResult:
 
 
 def _decision_maker(t: Transcript) -> BrickResult:
-    hits = _matching(t, _DECIDER_RE)
+    hits = _matching(t, "decider")
     if hits:
-        reason = f"Authority to decide came up ({_terms(_DECIDER_RE, hits)})."
+        reason = f"Authority to decide came up ({_terms(t, 'decider')})."
         return _result(True, _confidence(len(hits), 0.55), reason, hits)
     return _result(False, 0.52, "Nobody with buying authority was identified.", [])
 
@@ -239,13 +300,13 @@ def _summary(t: Transcript) -> BrickResult:
     speakers = sorted({u.speaker for u in t.utterances if u.speaker})
     topics = [
         name
-        for name, pattern in (
-            ("pricing", _BUDGET_RE),
-            ("next steps", _NEXT_RE),
-            ("objections", _OBJECTION_RE),
-            ("competitors", _COMPETITOR_RE),
+        for name, category in (
+            ("pricing", "budget"),
+            ("next steps", "next"),
+            ("objections", "objection"),
+            ("competitors", "competitor"),
         )
-        if any(pattern.search(s) for s in t.sentences)
+        if category in t.hits
     ]
     who = " and ".join(speakers) if speakers else "unlabelled speakers"
     about = f" covering {', '.join(topics)}" if topics else ""
@@ -272,5 +333,5 @@ CATALOGUE: tuple[Brick, ...] = (
 
 def evaluate(run_input: dict[str, Any]) -> dict[str, BrickResult]:
     """`output.bricks` for a run input, keyed by Brick key."""
-    transcript = read_transcript(run_input.get("transcript"))
+    transcript = read_transcript(run_input.get("transcript", run_input.get("messages")))
     return {brick.key: brick.evaluate(transcript) for brick in CATALOGUE}
