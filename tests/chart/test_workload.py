@@ -173,6 +173,9 @@ def test_ops_port_is_never_exposed(render: Renderer) -> None:
     assert port_number(rendered.container, "webhooks") == webhook_port
     ops_service = rendered.get("Service")
     assert ops_service["spec"]["type"] == "ClusterIP"
+    # Halted and draining pods are not ready, and must still be scraped.
+    assert ops_service["spec"]["publishNotReadyAddresses"] is True
+    assert "publishNotReadyAddresses" not in rendered.get("Service", f"{FULLNAME}-webhooks")["spec"]
     assert [p["targetPort"] for p in ops_service["spec"]["ports"]] == ["ops"]
     hooks = rendered.get("Service", f"{FULLNAME}-webhooks")
     assert [(p["port"], p["targetPort"]) for p in hooks["spec"]["ports"]] == [
