@@ -1,0 +1,5 @@
+"""Shared pytest configuration. Fixtures live in plugin modules listed here."""
+
+pytest_plugins = [
+    "tests.fixtures_kafka",
+]
