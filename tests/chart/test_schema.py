@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,20 @@ def test_every_default_value_is_described_by_the_schema() -> None:
                 assert spec.get("additionalProperties") is not False, f"{where}.{key}"
 
     walk(values, schema, "")
+
+
+def test_readme_documents_every_value() -> None:
+    """Every leaf of values.yaml (or an object holding it) has a row in the chart README."""
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", readme, re.M))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def leaves(node: object, path: str) -> list[str]:
+        if isinstance(node, dict) and node:
+            return [leaf for k, v in node.items() for leaf in leaves(v, f"{path}{k}.")]
+        return [path.rstrip(".")]
+
+    for leaf in leaves(values, ""):
+        parts = leaf.split(".")
+        prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        assert prefixes & documented, f"{leaf} is not in helm/semarize-connector/README.md"
