@@ -1,4 +1,7 @@
-"""Simulator fixtures and helpers (load with ``pytest_plugins = ["tests.fixtures_simulator"]``).
+"""Simulator fixtures and helpers.
+
+Load them with ``pytest_plugins = ["tests.fixtures_simulator"]`` in the root conftest, or
+import ``simulator_factory_fixture`` / ``simulator_fixture`` into a test module.
 
 - ``simulator_factory`` (function): ``simulator_factory(*extra_args)`` starts
   ``python -m connector.simulator --port 0 <extra_args>`` as a subprocess (the real CLI path),
@@ -118,8 +121,8 @@ class SimulatorProcess:
 SimulatorFactory = Callable[..., SimulatorProcess]
 
 
-@pytest.fixture
-def simulator_factory() -> Iterator[SimulatorFactory]:
+@pytest.fixture(name="simulator_factory")
+def simulator_factory_fixture() -> Iterator[SimulatorFactory]:
     started: list[SimulatorProcess] = []
 
     def start(*extra_args: str) -> SimulatorProcess:
@@ -134,8 +137,8 @@ def simulator_factory() -> Iterator[SimulatorFactory]:
             sim.stop()
 
 
-@pytest.fixture
-def simulator(simulator_factory: SimulatorFactory) -> SimulatorProcess:
+@pytest.fixture(name="simulator")
+def simulator_fixture(simulator_factory: SimulatorFactory) -> SimulatorProcess:
     return simulator_factory(*FAST_ARGS)
 
 
