@@ -104,7 +104,9 @@ broker_pid() {
     pid="$(cat "$PID_FILE")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "kafka.Kafka $PROPS" || return 1
+    local cmdline
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+    [[ "$cmdline" == *"kafka.Kafka $PROPS"* ]] || return 1
     printf '%s\n' "$pid"
 }
 
