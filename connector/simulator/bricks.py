@@ -8,11 +8,14 @@ gives the same `output.bricks`, and the values look like what a sales-call Kit w
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 OUTPUT_FIELDS = ("value", "confidence", "reason", "evidence")
 _MAX_QUOTE = 160
@@ -23,6 +26,10 @@ _MAX_QUOTES = 2
 class Utterance:
     speaker: str | None
     text: str
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +54,8 @@ class Brick:
 # --- reading the transcript -----------------------------------------------------------------
 
 _SPEAKER_RE = re.compile(r"([A-Z][A-Za-z]{0,20}(?: [A-Z][A-Za-z]{0,20})?):\s+")
-_SENTENCE_END_RE = re.compile(r"[.!?]\s+")
-_TOKEN_RE = re.compile(r"\$?[a-z0-9']+")
+_SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|\n")
+_TOKEN_RE = re.compile(r"\$?[a-z0-9']+|\n")
 _MAX_SENTENCES = 500  # keyword rules read the first 500 sentences; word counts read all
 
 # Keyword rules: words (before the first "|") and phrases -> the category each signals.
@@ -85,7 +92,6 @@ def _build_lexicon() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, .
 
 
 _WORDS, _PHRASES = _build_lexicon()
-_WORD_SET = frozenset(_WORDS)
 _COMPETITOR_NAMES = {
     name.lower(): name
     for name in (
@@ -117,9 +123,8 @@ def read_transcript(value: object) -> Transcript:
             elif isinstance(item, str):
                 utterances.append(Utterance(None, item.strip()))
     utterances = [u for u in utterances if u.text]
-    sentences: list[str] = []
-    for u in utterances:
-        sentences.extend(_split_sentences(u.text))
+    text = "\n".join(u.text for u in utterances)
+    sentences = [s for s in (p.strip() for p in _SENTENCE_SPLIT_RE.split(text)) if s]
     found: dict[str, set[int]] = {}
     terms: dict[str, set[str]] = {}
     for index, category, term in _keywords(sentences[:_MAX_SENTENCES]):
@@ -130,12 +135,20 @@ def read_transcript(value: object) -> Transcript:
 
 
 def _keywords(sentences: list[str]) -> Iterator[tuple[int, str, str]]:
-    """`(sentence index, category, term)` for each lexicon word or phrase found."""
-    for index, sentence in enumerate(sentences):
-        for category, term in _word_signals(sentence):
-            yield index, category, term
-    # Phrases: one C-level scan of the whole text per phrase, then map offsets to sentences.
+    """`(sentence index, category, term)` for each lexicon word, dollar amount or phrase."""
     low = "\n".join(sentences).lower().replace("\u2019", "'")
+    # Words: one tokenising pass over the whole text; "\n" tokens separate the sentences.
+    index = 0
+    words = _WORDS
+    for token in _TOKEN_RE.findall(low):
+        if token == "\n":
+            index += 1
+        elif token in words:
+            for category in words[token]:
+                yield index, category, token
+        elif token[0] == "$" and len(token) > 1:
+            yield index, "budget", token
+    # Phrases: one C-level scan of the whole text per phrase, offsets mapped to sentences.
     starts = list(itertools.accumulate((len(s) + 1 for s in sentences[:-1]), initial=0))
     for phrase, categories in _PHRASES.items():
         pos = low.find(phrase)
@@ -148,15 +161,6 @@ def _keywords(sentences: list[str]) -> Iterator[tuple[int, str, str]]:
                 for category in categories:
                     yield index, category, phrase
             pos = low.find(phrase, end)
-
-
-def _word_signals(sentence: str) -> list[tuple[str, str]]:
-    """`(category, word)` for every lexicon word (and dollar amount) in a sentence."""
-    tokens = _TOKEN_RE.findall(sentence.lower().replace("\u2019", "'"))
-    out = [(category, word) for word in _WORD_SET.intersection(tokens) for category in _WORDS[word]]
-    if "$" in sentence:
-        out.extend(("budget", token) for token in tokens if token[0] == "$" and len(token) > 1)
-    return out
 
 
 def _split_speakers(text: str) -> list[Utterance]:
@@ -176,22 +180,7 @@ def _split_speakers(text: str) -> list[Utterance]:
     return out
 
 
-def _split_sentences(text: str) -> list[str]:
-    out: list[str] = []
-    start = 0
-    for match in _SENTENCE_END_RE.finditer(text):
-        out.append(text[start : match.start() + 1])
-        start = match.end()
-    if start < len(text):
-        out.append(text[start:])
-    return [s.strip() for s in out if s.strip()]
-
-
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _words(text: str) -> int:
-    return len(text.split())
 
 
 def _quote(sentence: str) -> str:
@@ -265,9 +254,8 @@ def _objections(t: Transcript) -> BrickResult:
 def _competitor(t: Transcript) -> BrickResult:
     hits = _matching(t, "competitor")
     if hits:
-        first = hits[0].lower()
-        terms = [term for category, term in _word_signals(hits[0]) if category == "competitor"]
-        name = _COMPETITOR_NAMES[min(terms, key=first.find)]
+        tokens = _TOKEN_RE.findall(hits[0].lower())
+        name = _COMPETITOR_NAMES[next(t for t in tokens if t in _COMPETITOR_NAMES)]
         reason = f"{name} is named in {len(hits)} sentence(s)."
         return _result(name, _confidence(len(hits), 0.8, 0.05), reason, hits)
     return _result(None, 0.81, "No competitor is named.", [])
@@ -277,7 +265,7 @@ def _talk_ratio(t: Transcript) -> BrickResult:
     counts: dict[str, int] = {}
     for u in t.utterances:
         if u.speaker is not None:
-            counts[u.speaker] = counts.get(u.speaker, 0) + _words(u.text)
+            counts[u.speaker] = counts.get(u.speaker, 0) + u.words
     total = sum(counts.values())
     if not total:
         return _result(None, 0.3, "Speakers are not labelled, so talk time is unknown.", [])
@@ -296,7 +284,7 @@ def _decision_maker(t: Transcript) -> BrickResult:
 
 
 def _summary(t: Transcript) -> BrickResult:
-    words = sum(_words(u.text) for u in t.utterances)
+    words = sum(u.words for u in t.utterances)
     speakers = sorted({u.speaker for u in t.utterances if u.speaker})
     topics = [
         name
@@ -335,3 +323,13 @@ def evaluate(run_input: dict[str, Any]) -> dict[str, BrickResult]:
     """`output.bricks` for a run input, keyed by Brick key."""
     transcript = read_transcript(run_input.get("transcript", run_input.get("messages")))
     return {brick.key: brick.evaluate(transcript) for brick in CATALOGUE}
+
+
+def evaluate_json(run_input: dict[str, Any]) -> bytes:
+    """`evaluate(run_input)` serialised, cached by transcript (sample data repeats a lot)."""
+    return _evaluate_json(orjson.dumps(run_input.get("transcript", run_input.get("messages"))))
+
+
+@functools.lru_cache(maxsize=256)
+def _evaluate_json(transcript_json: bytes) -> bytes:
+    return orjson.dumps(evaluate({"transcript": orjson.loads(transcript_json)}))

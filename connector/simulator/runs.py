@@ -2,7 +2,8 @@
 
 A run holds only its creation time, its duration and its outcome; its status is computed
 when asked (queued for the first tenth of the duration, then running, then the outcome), so
-no timer runs per run. The terminal detail (Bricks included) is built once, on first use.
+no timer runs per run. The terminal detail (Bricks included) is built once, on first use,
+and kept serialised; the input is dropped then.
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ def rfc3339(wall: float) -> str:
 class Run:
     __slots__ = (
         "_final",
-        "_final_bytes",
         "created_at",
         "created_mono",
         "created_wall",
@@ -110,8 +110,7 @@ class Run:
         self.ends = now + duration_ms / 1000.0
         self.outcome = outcome
         self.error = error
-        self._final: dict[str, Any] | None = None
-        self._final_bytes: bytes | None = None
+        self._final: bytes | None = None
 
     def status(self, now: float) -> str:
         if now >= self.ends:
@@ -138,31 +137,29 @@ class Run:
             return self.final()
         return self.summary(now)
 
-    def final(self) -> dict[str, Any]:
-        """The terminal detail, built once (the input is dropped afterwards)."""
+    def detail_bytes(self, now: float) -> bytes:
+        """`detail(now)` serialised; the terminal one is built once and kept."""
+        if now < self.ends:
+            return orjson.dumps(self.summary(now))
         if self._final is None:
             out = self.summary(self.ends)
             out["duration_ms"] = self.duration_ms
             if self.outcome == "succeeded":
-                out["output"] = {
-                    "kit_code": self.kit_code,
-                    "bricks": bricks.evaluate(self.input or {}),
-                }
+                bricks_json = orjson.Fragment(bricks.evaluate_json(self.input or {}))
+                out["output"] = {"kit_code": self.kit_code, "bricks": bricks_json}
             elif self.error is not None:
                 code, message, user_message = self.error
                 out["error_code"] = code
                 out["error_message"] = message
                 out["error_user_message"] = user_message
-            self._final = out
-            self.input = None
+            self._final = orjson.dumps(out)
+            self.input = None  # only the serialised detail is kept: ~2-3 KB per finished run
         return self._final
 
-    def detail_bytes(self, now: float) -> bytes:
-        if now >= self.ends:
-            if self._final_bytes is None:
-                self._final_bytes = orjson.dumps(self.final())
-            return self._final_bytes
-        return orjson.dumps(self.summary(now))
+    def final(self) -> dict[str, Any]:
+        """The terminal detail as a new dict (for webhooks and the sync answer)."""
+        result: dict[str, Any] = orjson.loads(self.detail_bytes(self.ends))
+        return result
 
 
 class RunStore:

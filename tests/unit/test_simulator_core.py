@@ -295,3 +295,10 @@ def test_bricks_on_a_quiet_call_and_on_turns() -> None:
     assert out["competitor_mentioned"]["value"] == "Salesforce"
     assert out["next_steps"]["value"] == ["We can follow up next week with pricing."]
     assert bricks.evaluate({})["summary"]["value"].startswith("A 0-word")
+
+
+def test_serialised_bricks_match_and_are_cached() -> None:
+    turns = [{"speaker": "A", "text": "Our budget is fine."}]
+    for run_input in ({"transcript": CALL}, {"transcript": turns}, {"messages": turns}, {}):
+        assert orjson.loads(bricks.evaluate_json(run_input)) == bricks.evaluate(run_input)
+    assert bricks.evaluate_json({"transcript": CALL}) is bricks.evaluate_json({"transcript": CALL})
