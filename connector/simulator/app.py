@@ -49,7 +49,7 @@ class SimState:
         self.outage = Outage()
         self.webhooks = Webhooks(self.dice, lambda: self.config)
         self.bucket: TokenBucket | None = None
-        self._retry_after: dict[str, str] = {}
+        self.retry_after: dict[str, str] = {}  # headers of a 202 or non-terminal answer
         self.set_config(config)
 
     def set_config(self, config: SimConfig) -> None:
@@ -58,12 +58,7 @@ class SimState:
                 TokenBucket(config.rate_limit, time.monotonic()) if config.rate_limit else None
             )
         self.config = config
-        self._retry_after = {"Retry-After": str(config.retry_after)} if config.retry_after else {}
-
-    @property
-    def retry_after(self) -> dict[str, str]:
-        """The headers of a 202 or non-terminal answer (empty when `retry_after` is 0)."""
-        return self._retry_after
+        self.retry_after = {"Retry-After": str(config.retry_after)} if config.retry_after else {}
 
     def plan(self, subject: str) -> FaultPlan:
         """The faults for this subject's next attempt (every attempt is counted)."""
@@ -182,16 +177,29 @@ async def _slow(plan: FaultPlan) -> None:
         await asyncio.sleep(plan.slow_ms / 1000.0)
 
 
+async def _gate(
+    state: SimState, request: web.Request, route: str, subject: str
+) -> web.Response | None:
+    """`_admit`, then the subject's injected faults (slow, then 429 / 5xx or a reset)."""
+    early = _admit(state, request, route)
+    if early is not None:
+        return early
+    plan = state.plan(subject)
+    if plan.reset:
+        return _drop(state, request, route, partial=True)
+    await _slow(plan)
+    return _injected(state, route, plan.status) if plan.status else None
+
+
 async def _read_body(request: web.Request) -> bytes:
+    """The body, or ApiError 413 when it is over 1 MiB (declared or read)."""
     length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes")
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ApiError(
-            413, "payload_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes"
-        ) from None
+    if length is None or length <= MAX_BODY_BYTES:
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            pass  # no Content-Length, and the body turned out too large
+    raise ApiError(413, "payload_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes")
 
 
 # --- /v1 --------------------------------------------------------------------------------------
@@ -252,17 +260,10 @@ async def create_run(request: web.Request) -> web.Response:
 
 async def get_run(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    early = _admit(state, request, GET_RUN)
+    run_id = request.match_info["run_id"]
+    early = await _gate(state, request, GET_RUN, "run:" + run_id)
     if early is not None:
         return early
-    run_id = request.match_info["run_id"]
-    plan = state.plan("run:" + run_id)
-    if plan.status:
-        await _slow(plan)
-        return _injected(state, GET_RUN, plan.status)
-    if plan.reset:
-        return _drop(state, request, GET_RUN, partial=True)
-    await _slow(plan)
     run = state.store.get(run_id)
     if run is None:
         return _error(state, GET_RUN, ApiError(404, "run_not_found", "No run with this id"))
@@ -274,16 +275,9 @@ async def get_run(request: web.Request) -> web.Response:
 
 async def list_runs(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    early = _admit(state, request, LIST)
+    early = await _gate(state, request, LIST, "list")
     if early is not None:
         return early
-    plan = state.plan("list")
-    if plan.status:
-        await _slow(plan)
-        return _injected(state, LIST, plan.status)
-    if plan.reset:
-        return _drop(state, request, LIST, partial=True)
-    await _slow(plan)
     raw = request.query.get("limit", "50")
     try:
         limit = int(raw)
@@ -300,16 +294,9 @@ async def list_runs(request: web.Request) -> web.Response:
 
 async def kit_schema(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    early = _admit(state, request, SCHEMA)
+    early = await _gate(state, request, SCHEMA, "schema:" + request.query_string)
     if early is not None:
         return early
-    plan = state.plan("schema:" + request.query_string)
-    if plan.status:
-        await _slow(plan)
-        return _injected(state, SCHEMA, plan.status)
-    if plan.reset:
-        return _drop(state, request, SCHEMA, partial=True)
-    await _slow(plan)
     try:
         code, version = kits.resolve(
             state.config, request.query.get("kit_code"), request.query.get("kit_version_id")

@@ -131,14 +131,10 @@ class Run:
             out["completed_at"] = rfc3339(self.created_wall + self.duration_ms / 1000.0)
         return out
 
-    def detail(self, now: float) -> dict[str, Any]:
-        """The public run detail, as `GET /v1/runs/{runId}` returns it."""
-        if now >= self.ends:
-            return self.final()
-        return self.summary(now)
-
     def detail_bytes(self, now: float) -> bytes:
-        """`detail(now)` serialised; the terminal one is built once and kept."""
+        """The public run detail (as `GET /v1/runs/{runId}` returns it) at `now`, serialised.
+
+        The terminal detail is built once and kept."""
         if now < self.ends:
             return orjson.dumps(self.summary(now))
         if self._final is None:

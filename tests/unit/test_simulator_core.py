@@ -175,8 +175,8 @@ def test_lifecycle_by_time() -> None:
         "running",
         "succeeded",
     ]
-    assert "completed_at" not in run.detail(100.5)
-    done = run.detail(101.0)
+    assert "completed_at" not in orjson.loads(run.detail_bytes(100.5))
+    done = orjson.loads(run.detail_bytes(101.0))
     assert done["completed_at"] == "2023-11-14T22:13:21.000Z"
     assert done["created_at"] == "2023-11-14T22:13:20.000Z"
     assert done["duration_ms"] == 1000 and set(done["output"]) == {"kit_code", "bricks"}
