@@ -398,7 +398,7 @@ class Connector:
                 and self.gate.healthy
                 and now - self.pipeline.last_record_at >= min(needed, 1.0)
                 and now - self._started_at >= needed
-                and await asyncio.to_thread(self._drained)
+                and await asyncio.wrap_future(self.source.call(self._drained))
             )
             if not quiet:
                 idle_since = None
@@ -410,9 +410,8 @@ class Connector:
                 self.request_stop()
                 return
 
-    def _drained(self) -> bool:
+    def _drained(self, consumer: Any) -> bool:
         """True when every assigned partition has been read and committed to its end."""
-        consumer = self.source._consumer
         tps = [TopicPartition(t, p) for t, p in self.source.assigned]
         if not tps:
             return False

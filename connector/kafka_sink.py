@@ -62,7 +62,7 @@ def producer_config(
 
 class KafkaSink:
     def __init__(self, config: dict[str, Any]) -> None:
-        self._producer = Producer(config)
+        self._producer = Producer({**config, "logger": logging.getLogger("librdkafka.producer")})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._acks: list[tuple[asyncio.Future[None], KafkaError | None]] = []
         self._lock = threading.Lock()
@@ -92,11 +92,11 @@ class KafkaSink:
         """Produce one record; the future resolves when the broker acknowledged it."""
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
-        acks, lock = self._acks, self._lock
+        lock = self._lock
 
         def on_delivery(error: KafkaError | None, _message: Any) -> None:
-            with lock:
-                acks.append((future, error))
+            with lock:  # the list is swapped by the poll thread: look it up each time
+                self._acks.append((future, error))
 
         kwargs: dict[str, Any] = {"key": key, "headers": headers, "on_delivery": on_delivery}
         if timestamp_ms:

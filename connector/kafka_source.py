@@ -7,16 +7,20 @@ over the revoked partitions (finish what can finish within a budget, give back t
 committable offsets) and commits those synchronously before the partitions move.
 
 Thread contract: the loop talks to this thread only through `PauseControl` (flags read
-here), `capacity` (a counter both sides update under a lock) and `commit()` (librdkafka's
-asynchronous commit, thread-safe). Everything else happens on this thread.
+here), `capacity` (a counter both sides update under a lock) and `call()` (a function run on
+this thread between two polls: confluent-kafka's Consumer blocks a second thread that calls
+it while `consume()` runs). Everything that touches the Consumer happens on this thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -139,6 +143,7 @@ class KafkaSource:
         config["error_cb"] = self._on_error
         config["stats_cb"] = self._on_stats
         config["on_commit"] = self._on_commit
+        config["logger"] = logging.getLogger("librdkafka.consumer")
         self._consumer = Consumer(config)
         self._topics = topics
         self.capacity = capacity
@@ -160,6 +165,10 @@ class KafkaSource:
         self.fatal_error: KafkaError | None = None
         self.lag: dict[TP, tuple[int, int]] = {}  # tp -> (consumer lag, high watermark)
         self.closed = threading.Event()
+        self._last_logged: dict[int, float] = {}
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[Consumer], Any], concurrent.futures.Future[Any]]
+        ] = queue.SimpleQueue()
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -179,13 +188,37 @@ class KafkaSource:
         """Leave the poll loop and close the consumer (revoking everything) on its thread."""
         self._stop.set()
 
+    def call(self, fn: Callable[[Consumer], Any]) -> concurrent.futures.Future[Any]:
+        """Run `fn(consumer)` on the consumer thread between two polls."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.put((fn, future))
+        return future
+
     def commit(self, offsets: list[tuple[TP, int]]) -> None:
-        """Asynchronous commit from the loop; the result comes back through on_commit."""
+        """Asynchronous commit, from any thread; the result comes back through on_commit."""
         if not offsets:
             return
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets], asynchronous=True
-        )
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets]
+
+        def commit(consumer: Consumer) -> None:
+            owned = [tp for tp in partitions if (tp.topic, tp.partition) in self._assigned]
+            if owned:  # never commit a partition this process no longer owns
+                consumer.commit(offsets=owned, asynchronous=True)
+
+        self.call(commit)
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(self._consumer))
+            except Exception as exc:
+                future.set_exception(exc)
 
     def consumer_group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()
@@ -201,10 +234,11 @@ class KafkaSource:
         )
         try:
             while not self._stop.is_set():
+                self._run_calls()
                 self._apply_pauses()
                 room = self.capacity.available
                 if room <= 0 or self._all_paused():
-                    message = consumer.poll(0.1)  # serve callbacks, keep membership
+                    message = consumer.poll(0.05)  # serve callbacks, keep membership
                     if message is not None:
                         self._give_back([message])
                     continue
@@ -215,6 +249,7 @@ class KafkaSource:
             log.exception("consumer thread failed")
             raise
         finally:
+            self._run_calls()
             try:
                 consumer.close()  # revokes every partition through _on_revoke
             except Exception:
@@ -351,8 +386,10 @@ class KafkaSource:
             if code == KafkaError._ALL_BROKERS_DOWN:
                 self.broker_up = False
             self.last_broker_error = error.str()
-            log.warning("Kafka: %s", error.str())
-        else:
+        # librdkafka repeats connection errors many times a second: one line per code per 30 s.
+        now = time.monotonic()
+        if now - self._last_logged.get(code, -1e9) >= 30:
+            self._last_logged[code] = now
             log.warning("Kafka consumer: %s", error.str())
         metrics.BROKER_UP.set(1 if self.broker_up else 0)
 

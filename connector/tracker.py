@@ -110,7 +110,8 @@ class RunTracker:
         body = result.body
         run_id = str(body.get("run_id", ""))
         request.body = None  # the run exists: the transcript is no longer needed
-        if body.get("status") in TERMINAL_STATUSES and "sync_fallback" not in body:
+        # Only a 200 carries the run detail (sync mode); a 202 is a receipt: track the run.
+        if result.status == 200 and body.get("status") in TERMINAL_STATUSES:
             return self._terminal(body, request, submitted_at, create_mono, polls=0)
         return await self._poll(record, request, run_id, started, submitted_at, create_mono, result)
 
