@@ -30,22 +30,30 @@ class _Listener:
         self.port = port
         self._server: asyncio.Server | None = None
 
-    async def open(self) -> None:
+    async def open(self, tries: int = 1) -> None:
+        """Bind and listen; OSError when the port cannot be had after `tries` tries."""
         if self._server is not None:
             return
         loop = asyncio.get_running_loop()
-        for attempt in range(_REBIND_TRIES):
+        for attempt in range(1, tries + 1):
             try:
                 self._server = await loop.create_server(
                     self._protocol, self.host, self.port, reuse_address=True, backlog=1024
                 )
                 break
             except OSError:
-                if self.port == 0 or attempt == _REBIND_TRIES - 1:
+                if attempt == tries:
                     raise
                 await asyncio.sleep(_REBIND_PAUSE_S)
         assert self._server is not None
         self.port = self._server.sockets[0].getsockname()[1]
+
+    async def reopen(self) -> None:
+        """Bind the same port again after a refusing outage (retrying for a few seconds)."""
+        try:
+            await self.open(_REBIND_TRIES)
+        except OSError as exc:
+            print(f"simulator: cannot listen again on port {self.port}: {exc}", file=sys.stderr)
 
     def close(self) -> None:
         if self._server is not None:
@@ -102,7 +110,7 @@ async def start_simulator(
     except BaseException:
         await runner.cleanup()
         raise
-    state.outage.attach(listener.close, listener.open)
+    state.outage.attach(listener.close, listener.reopen)
     if config.outage is not None:
         state.outage.start(config.outage, config.outage_seconds, time.monotonic())
     return RunningSimulator(state, runner, listener)

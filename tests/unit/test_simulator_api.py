@@ -218,18 +218,18 @@ def test_concurrent_creates_with_one_key_make_one_run() -> None:
 def test_lifecycle_over_http() -> None:
     async def scenario(c: SimClient) -> None:
         start = time.monotonic()
-        run_id = (await c.create(fixed(2000))).data["run_id"]
+        run_id = (await c.create(fixed(3000))).data["run_id"]
         first = await c.get_run(run_id)
-        assert first.data["status"] == "queued"  # the first 200 ms
+        assert first.data["status"] == "queued"  # the first 300 ms
         assert first.headers["Retry-After"] == "1"
         assert "completed_at" not in first.data and "output" not in first.data
-        await asyncio.sleep(max(0.0, start + 0.5 - time.monotonic()))
+        await asyncio.sleep(max(0.0, start + 0.6 - time.monotonic()))
         assert (await c.get_run(run_id)).data["status"] == "running"
-        await asyncio.sleep(max(0.0, start + 2.05 - time.monotonic()))
+        await asyncio.sleep(max(0.0, start + 3.05 - time.monotonic()))
         done = await c.get_run(run_id)
         assert done.status == 200 and "Retry-After" not in done.headers
         detail = done.data
-        assert detail["status"] == "succeeded" and detail["duration_ms"] == 2000
+        assert detail["status"] == "succeeded" and detail["duration_ms"] == 3000
         assert set(detail) == {
             "run_id",
             "status",

@@ -59,13 +59,13 @@ def test_slow_responses() -> None:
         started = time.monotonic()
         reply = await c.create(run_body(), key="slow")
         assert reply.status == 202
-        assert time.monotonic() - started >= 0.29
+        assert time.monotonic() - started >= 0.59
         await c.faults(slow_rate=0)
         started = time.monotonic()
         await c.get_run(reply.data["run_id"])
-        assert time.monotonic() - started < 0.29
+        assert time.monotonic() - started < 0.5
 
-    run(scenario, SimConfig(slow_rate=1.0, slow_ms=(300, 300)))
+    run(scenario, SimConfig(slow_rate=1.0, slow_ms=(600, 600)))
 
 
 def test_reset_drops_connections_and_half_create_the_run() -> None:
@@ -102,7 +102,8 @@ def test_rate_limit() -> None:
         replies = await asyncio.gather(*(c.request("GET", "/v1/runs") for _ in range(30)))
         ok = [r for r in replies if r.status == 200]
         limited = [r for r in replies if r.status == 429]
-        assert 5 <= len(ok) <= 7 and len(ok) + len(limited) == 30
+        # a burst of 5, plus 5 a second refilled while the 30 are answered
+        assert 5 <= len(ok) <= 12 and len(ok) + len(limited) == 30
         for r in limited:
             assert r.headers["Retry-After"] == "1"
             assert r.data == {"error": "rate_limited", "retry_after_seconds": 1}

@@ -121,8 +121,8 @@ def verify(delivery: Delivery, secret: str = SECRET) -> None:
 
 def test_signed_event_with_the_run_detail() -> None:
     async def scenario(c: SimClient, recs: list[Receiver]) -> None:
-        run_id = (await c.create(fixed(duration_ms=100))).data["run_id"]
         created = time.monotonic()
+        run_id = (await c.create(fixed(duration_ms=100))).data["run_id"]
         (delivery,) = await recs[0].wait_for(1)
         assert delivery.at - created >= 0.09  # sent when the run became terminal
         verify(delivery)
