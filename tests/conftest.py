@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures_kafka",
+    "tests.fixtures_simulator",
+    "tests.fixtures_connector",
 ]
