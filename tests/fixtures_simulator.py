@@ -12,10 +12,12 @@ import ``simulator_factory_fixture`` / ``simulator_fixture`` into a test module.
   --retry-after 0``) and a fixed seed.
 - ``in_process(config)``: an async context manager for tests that drive the simulator inside
   their own event loop; it yields a :class:`SimClient` (an aiohttp session bound to it).
+  ``run_in_process(scenario, config)`` runs ``await scenario(client)`` with one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -220,6 +222,18 @@ async def in_process(config: SimConfig | None = None) -> AsyncIterator[SimClient
             yield SimClient(sim, session)
     finally:
         await sim.stop()
+
+
+def run_in_process(
+    scenario: Callable[[SimClient], Awaitable[None]], config: SimConfig | None = None
+) -> None:
+    """Run `await scenario(client)` against a fresh in-process simulator (`asyncio.run`)."""
+
+    async def main() -> None:
+        async with in_process(config) as client:
+            await scenario(client)
+
+    asyncio.run(main())
 
 
 def run_body(transcript: Any = "Rep: Hello. Prospect: Hi there.", **fields: Any) -> dict[str, Any]:

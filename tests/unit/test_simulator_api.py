@@ -5,20 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from connector.simulator.options import SimConfig
-from tests.fixtures_simulator import SimClient, in_process, run_body
+from tests.fixtures_simulator import SimClient, run_body, run_in_process
 
-Scenario = Callable[[SimClient], Awaitable[None]]
-
-
-def run(scenario: Scenario, config: SimConfig | None = None) -> None:
-    async def main() -> None:
-        async with in_process(config) as client:
-            await scenario(client)
-
-    asyncio.run(main())
+run = run_in_process
 
 
 def fixed(duration_ms: int = 0, outcome: str = "succeeded", **extra: object) -> dict[str, object]:

@@ -5,23 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 
 from connector.simulator.options import SimConfig
-from tests.fixtures_simulator import SimClient, in_process, run_body
+from tests.fixtures_simulator import SimClient, in_process, run_body, run_in_process
 
-Scenario = Callable[[SimClient], Awaitable[None]]
-
-
-def run(scenario: Scenario, config: SimConfig | None = None) -> None:
-    async def main() -> None:
-        async with in_process(config) as client:
-            await scenario(client)
-
-    asyncio.run(main())
+run = run_in_process
 
 
 def test_injected_429_creates_nothing() -> None:
