@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -84,10 +85,8 @@ class ConnectorProcess:
         entries = []
         for line in self.log_path.read_bytes().splitlines():
             if line.startswith(b"{"):
-                try:
+                with contextlib.suppress(orjson.JSONDecodeError):
                     entries.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    pass
         return entries
 
     def tail(self, lines: int = 40) -> str:
