@@ -38,8 +38,8 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
 
 lint: install
-	$(BIN)/ruff check connector tests bench scripts
-	$(BIN)/ruff format --check connector tests bench scripts
+	$(BIN)/ruff check connector tests $(wildcard bench scripts)
+	$(BIN)/ruff format --check connector tests $(wildcard bench scripts)
 	$(BIN)/mypy
 
 test-unit: install
