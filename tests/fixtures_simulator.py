@@ -1,7 +1,6 @@
 """Simulator fixtures and helpers.
 
-Load them with ``pytest_plugins = ["tests.fixtures_simulator"]`` in the root conftest, or
-import ``simulator_factory_fixture`` / ``simulator_fixture`` into a test module.
+tests/conftest.py loads this module as a plugin (``pytest_plugins``).
 
 - ``simulator_factory`` (function): ``simulator_factory(*extra_args)`` starts
   ``python -m connector.simulator --port 0 <extra_args>`` as a subprocess (the real CLI path),

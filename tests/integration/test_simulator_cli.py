@@ -14,12 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_simulator import (  # noqa: F401 (the fixtures, registered by import)
-    SimulatorFactory,
-    SimulatorProcess,
-    simulator_factory_fixture,
-    simulator_fixture,
-)
+from tests.fixtures_simulator import SimulatorFactory, SimulatorProcess
 
 AUTH = {"Authorization": "Bearer smz_test_cli", "Content-Type": "application/json"}
 
