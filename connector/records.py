@@ -188,12 +188,20 @@ class Decoder:
             body["kit_code"] = kit_code
         if kit_version_id:
             body["kit_version_id"] = kit_version_id
+        try:
+            # orjson reads 1024 levels deep but writes only 254: a value nested in between
+            # decodes, then cannot be sent (input) or written to the output (metadata).
+            encoded = orjson.dumps(body)
+            if metadata is not _MISSING:
+                orjson.dumps({"metadata": metadata})
+        except orjson.JSONEncodeError:
+            return InvalidInput("not_json", "the value is JSON nested too deeply", event_id)
         digest = canonical_request_digest(kit_code, kit_version_id, run_input, self._run_type)
         return RunRequest(
             event_id=event_id,
             kit_code=kit_code,
             kit_version_id=kit_version_id,
-            body=orjson.dumps(body),
+            body=encoded,
             idempotency_key=idempotency_key(
                 salt=self._salt,
                 event_id=event_id,
