@@ -37,6 +37,7 @@ from connector.semarize.errors import (
 from connector.semarize.retry import ApiGate
 from connector.semarize.transport import AiohttpTransport, Transport
 from connector.tracker import RunTracker, TrackerSettings
+from connector.transactions import TransactionalCheckpointer
 
 log = logging.getLogger("connector.app")
 
@@ -88,9 +89,15 @@ class Connector:
         )
         self.capacity = Capacity(s.pipeline.max_in_flight)
         self.pauses = PauseControl()
-        self.sink = KafkaSink(
-            producer_config(s.kafka.bootstrap_servers, s.kafka.producer, s.instance_id)
+        self.exactly_once = s.pipeline.processing_guarantee == "exactly_once"
+        producer_settings = producer_config(
+            s.kafka.bootstrap_servers, s.kafka.producer, s.instance_id
         )
+        if self.exactly_once:
+            # Stable per instance: a restarted instance fences its dead predecessor at once.
+            producer_settings["transactional.id"] = f"{s.kafka.group_id}.{s.instance_id}"
+            producer_settings.setdefault("transaction.timeout.ms", 60000)
+        self.sink = KafkaSink(producer_settings)
         self.pipeline = Pipeline(
             PipelineSettings(
                 output_topic=s.kafka.output_topic,
@@ -107,6 +114,7 @@ class Connector:
             pauses=self.pauses,
             healthy_clock=self.gate.healthy_clock,
         )
+        self.transactions: TransactionalCheckpointer | None = None
         self._revoke_budget = min(s.shutdown.grace_seconds, 60.0)
         self.source = KafkaSource(
             consumer_config(
@@ -127,6 +135,15 @@ class Connector:
             revoke_budget=self._revoke_budget,
         )
         self.pipeline.bind_commit(self.source.commit)
+        if self.exactly_once:
+            self.transactions = TransactionalCheckpointer(
+                self.sink.producer,
+                partitions=self.pipeline.partitions,
+                group_metadata=lambda: self.source.group_metadata,
+                on_committed=self.pipeline.on_commit,
+                interval=min(s.pipeline.commit_interval_seconds, 1.0),
+            )
+            self.pipeline.use_transactions(self.transactions)
         self.gate.listeners.append(self._on_gate_change)
         self.ops = OpsServer(self, host=s.ops.host, port=s.ops.port)
         self._stop = asyncio.Event()
@@ -200,11 +217,16 @@ class Connector:
         try:
             if not await self._startup_checks():
                 return self.exit_code
+            if self.transactions is not None:
+                await asyncio.to_thread(self.sink.producer.init_transactions, 60)
             self.sink.start(loop)
             self.source.start(loop)
             self._checks_done = True
+            committer = (
+                self.transactions.run() if self.transactions else self.pipeline.commit_loop()
+            )
             self._tasks = [
-                asyncio.create_task(self.pipeline.commit_loop(), name="commit"),
+                asyncio.create_task(committer, name="commit"),
                 asyncio.create_task(self._halt_probe(), name="halt-probe"),
                 asyncio.create_task(self._summary(), name="summary"),
                 asyncio.create_task(self._watch_threads(), name="watch"),
@@ -355,6 +377,10 @@ class Connector:
     async def _watch_threads(self) -> None:
         while True:
             await asyncio.sleep(1)
+            if self.transactions is not None and self.transactions.fatal is not None:
+                self.exit_code = EXIT_FAILURE
+                self.request_stop(force=True)
+                return
             if self.source.fatal_error is not None:
                 log.error("stopping: fatal Kafka error %s", self.source.fatal_error.str())
                 self.exit_code = EXIT_FAILURE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import socket
@@ -295,7 +296,7 @@ def _build(raw: dict[str, Any], problems: list[str]) -> Settings | None:
     sections: dict[str, Any] = {}
     for name, data in raw.items():
         if name not in _SECTIONS:
-            problems.append(f"{name}: unknown section{_suggest(name, _SECTIONS)}")
+            problems.append(f"{name}: unknown section{_suggest(str(name), _SECTIONS)}")
             continue
         if data is None:
             continue
@@ -358,16 +359,17 @@ def _convert(where: str, fld: dataclasses.Field[Any], value: Any, problems: list
             if isinstance(value, bool) or float(str(value)) != int(float(str(value))):
                 raise ValueError
             return int(float(str(value)))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: "inf"
             problems.append(f"{where}: must be a whole number (got {value!r})")
             return _INVALID
     if annotation in {"float", "float | None"}:
         if value is None and annotation == "float | None":
             return None
         try:
-            if isinstance(value, bool):
+            number = float(str(value))
+            if isinstance(value, bool) or not math.isfinite(number):
                 raise ValueError
-            return float(str(value))
+            return number
         except ValueError:
             problems.append(f"{where}: must be a number (got {value!r})")
             return _INVALID

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -31,6 +31,16 @@ PERMANENT_ERRORS = frozenset(
         KafkaError._UNKNOWN_TOPIC,
     }
 )
+
+
+class Message(NamedTuple):
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
+    timestamp_ms: int | None
 
 
 class DeliveryFailed(Exception):
@@ -69,6 +79,10 @@ class KafkaSink:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         metrics.PRODUCER_QUEUE_DEPTH.set_function(lambda: len(self._producer))
+
+    @property
+    def producer(self) -> Producer:
+        return self._producer
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -166,6 +166,7 @@ class KafkaSource:
         self.lag: dict[TP, tuple[int, int]] = {}  # tp -> (consumer lag, high watermark)
         self.closed = threading.Event()
         self._last_logged: dict[int, float] = {}
+        self._group_metadata: Any = None
         self._calls: queue.SimpleQueue[
             tuple[Callable[[Consumer], Any], concurrent.futures.Future[Any]]
         ] = queue.SimpleQueue()
@@ -220,8 +221,10 @@ class KafkaSource:
             except Exception as exc:
                 future.set_exception(exc)
 
-    def consumer_group_metadata(self) -> Any:
-        return self._consumer.consumer_group_metadata()
+    @property
+    def group_metadata(self) -> Any:
+        """The group metadata of the current generation, refreshed at every rebalance."""
+        return self._group_metadata
 
     # --- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -325,11 +328,14 @@ class KafkaSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         self._assigned.update(tps)
+        self._group_metadata = consumer.consumer_group_metadata()
         log.info("partitions assigned", extra={"partitions": _names(tps)})
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._on_assign_cb, tps)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The generation that still owns these partitions: their last transaction uses it.
+        self._group_metadata = consumer.consumer_group_metadata()
         self._hand_over([(tp.topic, tp.partition) for tp in partitions], lost=False)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

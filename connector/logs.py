@@ -23,7 +23,12 @@ MASK = "********"
 class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: list[str] | None = None) -> None:
         super().__init__()
-        self._secrets = [s for s in (secrets or []) if s and len(s) >= 4]
+        known = [s for s in (secrets or []) if s and len(s) >= 4]
+        # A secret with a quote, a backslash or a control character appears JSON-escaped in
+        # the line: mask that spelling too.
+        escaped = [_json_spelling(s) for s in known]
+        # Longest first: a secret that contains another is masked whole.
+        self._secrets = sorted(set(known + escaped), key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -43,6 +48,14 @@ class JsonFormatter(logging.Formatter):
             if secret in line:
                 line = line.replace(secret, MASK)
         return line
+
+
+def _json_spelling(secret: str) -> str:
+    """How `secret` reads inside a JSON string written by orjson."""
+    try:
+        return orjson.dumps(secret).decode()[1:-1]
+    except TypeError:  # a lone surrogate: orjson cannot write it, so no line holds it
+        return secret
 
 
 def configure_logging(level: str, secrets: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ never reach a commit (the owner of the new state is another assignment or anothe
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Container
 
 
 class OffsetOrderError(ValueError):
@@ -74,6 +75,19 @@ class PartitionOffsets:
             return True
         self._done.add(offset)
         return False
+
+    def ready_prefix(self, ready: Container[int]) -> list[int]:
+        """The unfinished offsets, from the oldest, as long as each is in `ready`.
+
+        Exactly-once mode emits a partition's records in offset order: only this prefix may
+        go into the next transaction.
+        """
+        prefix = []
+        for offset in self._pending:
+            if offset not in ready:
+                break
+            prefix.append(offset)
+        return prefix
 
     def needs_commit(self) -> bool:
         return self.committable is not None and self.committable != self.commit_requested

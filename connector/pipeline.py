@@ -23,10 +23,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector import metrics
-from connector.kafka_sink import DeliveryFailed, KafkaSink
+from connector.kafka_sink import DeliveryFailed, KafkaSink, Message
 from connector.kafka_source import TP, Capacity, PauseControl
 from connector.offsets import PartitionOffsets
 from connector.records import (
@@ -38,6 +38,9 @@ from connector.records import (
     output_record,
 )
 from connector.tracker import DeadLettered, Outcome, RunTracker, Succeeded
+
+if TYPE_CHECKING:
+    from connector.transactions import TransactionalCheckpointer
 
 log = logging.getLogger("connector.pipeline")
 
@@ -80,6 +83,7 @@ class Pipeline:
         self.capacity = capacity
         self._pauses = pauses
         self._healthy_clock = healthy_clock
+        self._transactions: TransactionalCheckpointer | None = None
         self.partitions: dict[TP, PartitionWork] = {}
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
         self._commit_wanted = asyncio.Event()
@@ -95,6 +99,10 @@ class Pipeline:
     # --- wiring ----------------------------------------------------------------------------
     def bind_commit(self, commit: Callable[[list[tuple[TP, int]]], None]) -> None:
         self._commit_fn = commit
+
+    def use_transactions(self, transactions: TransactionalCheckpointer) -> None:
+        """Exactly-once mode: outcomes and offsets are written by transactions."""
+        self._transactions = transactions
 
     def oldest_age(self) -> float:
         now = time.monotonic()
@@ -164,8 +172,8 @@ class Pipeline:
                 await asyncio.shield(tail)
             if isinstance(outcome, Succeeded):
                 key, value, headers = outcome_value
-                await self._write(record, work, self._s.output_topic, key, value, headers)
-                self._finished(record, work, outcome, "succeeded", decoded)
+                message = Message(self._s.output_topic, key, value, headers, None)
+                kind = "succeeded"
             else:
                 headers = dead_letter_headers(
                     record,
@@ -173,36 +181,31 @@ class Pipeline:
                     group_id=self._s.group_id,
                     instance_id=self._s.instance_id,
                 )
-                await self._write(
-                    record,
-                    work,
-                    self._s.dlq_topic,
-                    record.key,
-                    record.value,
-                    headers,
-                    record.timestamp_ms,
+                message = Message(
+                    self._s.dlq_topic, record.key, record.value, headers, record.timestamp_ms
                 )
-                self._finished(record, work, outcome, outcome.why.kind, decoded)
+                kind = outcome.why.kind
+            if self._transactions is not None:
+                # Exactly-once: the checkpointer writes it, in offset order, in a transaction
+                # with the offset, and marks the offset finished when that commits.
+                await self._transactions.emit(record, work, message)
+                self._account(record, work, outcome, kind, decoded)
+            else:
+                await self._write(record, message)
+                self._account(record, work, outcome, kind, decoded)
+                if not work.offsets.revoked and work.offsets.finish(record.offset):
+                    self._commit_wanted.set()
         finally:
             if mine is not None and record.key is not None:
                 mine.set_result(None)
                 if self._key_tails.get(record.key) is mine:
                     del self._key_tails[record.key]
 
-    async def _write(
-        self,
-        record: SourceRecord,
-        work: PartitionWork,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-        timestamp_ms: int | None = None,
-    ) -> None:
+    async def _write(self, record: SourceRecord, message: Message) -> None:
         """Produce and wait for the ack; retry until the broker takes it. Never skips."""
         while True:
             try:
-                await self._sink.write(topic, key, value, headers, timestamp_ms)
+                await self._sink.write(*message)
                 return
             except DeliveryFailed as exc:
                 if exc.permanent:
@@ -210,7 +213,7 @@ class Pipeline:
                     metrics.DEAD_LETTER_REFUSED.inc()
                     log.error(
                         "the broker refused a record for good; partition halted until fixed",
-                        extra=_coords(record) | {"target_topic": topic, "error": str(exc)},
+                        extra=_coords(record) | {"target_topic": message.topic, "error": str(exc)},
                     )
                     self._pauses.mark("refused", True, tp)
                     await asyncio.sleep(30)
@@ -218,9 +221,10 @@ class Pipeline:
                     log.warning("delivery failed, retrying: %s", exc, extra=_coords(record))
                     await asyncio.sleep(_DELIVERY_RETRY_SECONDS)
 
-    def _finished(
+    def _account(
         self, record: SourceRecord, work: PartitionWork, outcome: Outcome, kind: str, decoded: Any
     ) -> None:
+        """Metrics and the one log line of a finished record."""
         offset = record.offset
         work.tasks.pop(offset, None)
         work.started.pop(offset, None)
@@ -248,10 +252,6 @@ class Pipeline:
                 reason=why.message,
             )
             log.info("record dead-lettered", extra=extra)
-        if work.offsets.revoked:
-            return  # written, but no longer ours to commit: the new owner replays it
-        if work.offsets.finish(offset):
-            self._commit_wanted.set()
 
     # --- committing --------------------------------------------------------------------------
     async def commit_loop(self) -> None:
@@ -311,16 +311,25 @@ class Pipeline:
             if pending:
                 log.info("handing over: waiting up to %.0f s for %d records", budget, len(pending))
                 await asyncio.wait(pending, timeout=budget)
+        if self._transactions is not None and not lost:
+            await self._transactions.checkpoint()  # the last transaction for these partitions
         offsets: dict[TP, int] = {}
         for tp, work in works.items():
             work.offsets.revoked = True
             for task in work.tasks.values():
                 task.cancel()
             committable = work.offsets.committable
-            if not lost and committable is not None and committable != work.offsets.committed:
+            if (
+                self._transactions is None
+                and not lost
+                and committable is not None
+                and committable != work.offsets.committed
+            ):
                 offsets[tp] = committable
             self.capacity.release(work.offsets.holding)
             del self.partitions[tp]
+        if self._transactions is not None:
+            self._transactions.forget(list(works))
             _forget_partition_series(tp)
         return offsets
 
@@ -339,6 +348,9 @@ class Pipeline:
                 )
             for task in not_done:
                 task.cancel()
+        if self._transactions is not None:
+            await self._transactions.checkpoint()
+            return
         if self.request_commit():
             try:
                 await asyncio.wait_for(self._commit_done.wait(), timeout=10)
