@@ -65,5 +65,6 @@ def configure_logging(level: str, secrets: list[str] | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter stays at warning unless debugging.
+    quiet = root.level if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
     for noisy in ("aiohttp.access", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+        logging.getLogger(noisy).setLevel(quiet)
