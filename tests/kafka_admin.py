@@ -17,7 +17,6 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
     KafkaException,
@@ -40,8 +39,16 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+_ADMINS: dict[str, AdminClient] = {}
+
+
 def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    """One long-lived client per cluster: destroying clients with events still queued in
+    librdkafka's background thread crashed the test process (seen: SIGSEGV)."""
+    admin = _ADMINS.get(bootstrap)
+    if admin is None:
+        admin = _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+    return admin
 
 
 def topic_partitions(bootstrap: str, topic: str, timeout: float = 10) -> list[int]:
@@ -183,23 +190,50 @@ def _isolation(isolation_level: str) -> IsolationLevel:
     )
 
 
+_COORDINATOR_BUSY = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
+
+
 def committed_offsets(
     bootstrap: str, group: str, topic: str, timeout: float = 10
 ) -> dict[int, int]:
     """``{partition: committed offset}`` of ``group`` on ``topic``; partitions without a
-    committed offset are left out."""
-    admin = admin_client(bootstrap)
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(topic, p) for p in _partitions(admin, topic, timeout)]
-    )
-    result = admin.list_consumer_group_offsets([request], request_timeout=timeout)[group].result()
+    committed offset are left out.
+
+    Read through a consumer that never joins the group, not through AdminClient's
+    list_consumer_group_offsets: librdkafka 2.x crashes (SIGSEGV in rd_kafka_cgrp_op) when
+    that admin call meets COORDINATOR_LOAD_IN_PROGRESS.
+    """
+    key = (bootstrap, group)
+    reader = _OFFSET_READERS.get(key)
+    if reader is None:
+        reader = _OFFSET_READERS[key] = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+    partitions = [TopicPartition(topic, p) for p in topic_partitions(bootstrap, topic, timeout)]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = reader.committed(partitions, timeout=timeout)
+            break
+        except KafkaException as exc:
+            retry = exc.args[0].retriable() or exc.args[0].code() in _COORDINATOR_BUSY
+            if not retry or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     offsets: dict[int, int] = {}
-    for tp in result.topic_partitions:
+    for tp in result:
         if tp.error is not None:
             raise KafkaException(tp.error)
         if tp.offset >= 0:
             offsets[tp.partition] = tp.offset
     return offsets
+
+
+_OFFSET_READERS: dict[tuple[str, str], Consumer] = {}
 
 
 def consume_all(
