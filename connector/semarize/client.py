@@ -49,9 +49,14 @@ class SemarizeClient:
         headers = self._headers()
         headers["Content-Type"] = "application/json"
         headers["Idempotency-Key"] = idempotency_key
-        return await self._call(
+        result = await self._call(
             "create", Request("POST", f"{self._base}/v1/runs", headers, body), record_chose_kit
         )
+        run_id = result.body.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            # Nothing to track: retry the create (the same key returns the same run).
+            raise TransportFailure(f"HTTP {result.status} without a run_id", kind="protocol")
+        return result
 
     async def get_run(self, run_id: str) -> ApiResult:
         url = f"{self._base}/v1/runs/{quote(run_id, safe='')}"

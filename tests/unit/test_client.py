@@ -181,6 +181,21 @@ def test_2xx_without_a_json_object_is_a_retryable_failure(status: int, body: byt
     assert caught.value.kind == "protocol"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [{"status": "queued"}, {"run_id": ""}, {"run_id": 5}, {"run_id": None}],
+    ids=["missing", "empty", "number", "null"],
+)
+@pytest.mark.parametrize("status", [200, 202])
+def test_create_without_a_run_id_is_a_retryable_failure(status: int, body: Any) -> None:
+    """Nothing could be tracked: the create is retried with the same key instead."""
+    client, _ = client_for(reply(status, body))
+    with pytest.raises(TransportFailure) as caught:
+        create(client)
+    assert caught.value.retryable
+    assert caught.value.kind == "protocol"
+
+
 def test_429_carries_retry_after_from_the_header() -> None:
     client, _ = client_for(reply(429, {"error": "rate_limited"}, {"Retry-After": "10"}))
     with pytest.raises(RateLimited) as caught:

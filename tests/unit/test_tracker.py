@@ -260,6 +260,16 @@ def test_create_retry_delay_grows_without_retry_after(virtual_sleep: list[Harnes
     assert [s.harness.sleep_before("POST", i) for i in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
 
 
+def test_receipt_without_a_run_id_is_retried(virtual_sleep: list[Harness]) -> None:
+    s = setup(virtual_sleep, [reply(202, {"status": "queued"}), accepted("run_2")])
+    outcome = track(s)
+    assert isinstance(outcome, Succeeded)
+    posts = s.harness.requests("POST")
+    assert len(posts) == 2
+    assert posts[0].headers["Idempotency-Key"] == posts[1].headers["Idempotency-Key"]
+    assert [r.url for r in s.harness.requests("GET")] == ["https://api.test/v1/runs/run_2"]
+
+
 def test_max_attempts_gives_retries_exhausted(virtual_sleep: list[Harness]) -> None:
     s = setup(virtual_sleep, [error(503)], max_create_attempts=3)
     outcome = track(s)
