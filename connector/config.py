@@ -106,7 +106,7 @@ class PipelineSettings:
     ordering: Ordering = "none"
     idempotency_salt: Secret = field(default_factory=lambda: Secret(""))
     input_max_bytes: int = 1_048_576
-    commit_interval_seconds: float = 1.0
+    commit_interval_seconds: float = 0.2
     mapping: InputMapping = field(default_factory=InputMapping)
 
 

@@ -124,18 +124,29 @@ class Decoder:
     def decode(self, record: SourceRecord) -> RunRequest | InvalidInput:
         value = record.value
         if not value:
-            return InvalidInput("empty", "the record value is empty or null")
+            return InvalidInput(
+                "empty", "the record value is empty or null", fallback_event_id(record)
+            )
         if len(value) > self._max_bytes:
             return InvalidInput(
                 "too_large",
                 f"the value is {len(value)} bytes, over input_max_bytes {self._max_bytes}",
+                fallback_event_id(record),
             )
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            return InvalidInput("not_json", f"the value is not valid UTF-8 JSON ({exc.msg})")
+            return InvalidInput(
+                "not_json",
+                f"the value is not valid UTF-8 JSON ({exc.msg})",
+                fallback_event_id(record),
+            )
         if not isinstance(doc, dict):
-            return InvalidInput("not_object", f"the value is JSON {_json_type(doc)}, not an object")
+            return InvalidInput(
+                "not_object",
+                f"the value is {_json_type(doc)}, not a JSON object",
+                fallback_event_id(record),
+            )
 
         event_id = self._event_id(record, doc)
         if isinstance(event_id, InvalidInput):
@@ -156,7 +167,7 @@ class Decoder:
             )
         if extra_input is not _MISSING and not isinstance(extra_input, dict):
             return InvalidInput(
-                "bad_input", f"input is JSON {_json_type(extra_input)}, not an object", event_id
+                "bad_input", f"input is {_json_type(extra_input)}, not a JSON object", event_id
             )
         if transcript is not _MISSING:
             problem = _transcript_problem(transcript)
@@ -268,14 +279,14 @@ def _transcript_problem(transcript: Any) -> str | None:
             return "transcript is an empty list"
         for i, turn in enumerate(transcript):
             if not isinstance(turn, dict):
-                return f"transcript[{i}] is JSON {_json_type(turn)}, not a {{speaker, text}} object"
+                return f"transcript[{i}] is {_json_type(turn)}, not a {{speaker, text}} object"
             if not isinstance(turn.get("text"), str):
                 return f"transcript[{i}].text is missing or not a string"
             speaker = turn.get("speaker")
             if speaker is not None and not isinstance(speaker, str):
                 return f"transcript[{i}].speaker is not a string"
         return None
-    return f"transcript is JSON {_json_type(transcript)}, not a string or a list of turns"
+    return f"transcript is {_json_type(transcript)}, not a string or a list of turns"
 
 
 def _json_type(value: Any) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
+import connector as connector_package
 from tests.fixtures_connector import TEST_API_KEY, ConnectorFactory, Topics
 from tests.kafka_admin import committed_offsets, consume_all, end_offsets, header_dict, produce
 
@@ -62,9 +65,18 @@ def test_2000_events_on_6_partitions(
     assert len(outputs) == stats["runs_by_status"]["succeeded"]
     assert len(dead) == stats["runs_by_status"]["failed"]
 
+    schema = json.loads(
+        (
+            Path(connector_package.__file__).parent / "schemas" / "output-record.schema.json"
+        ).read_text()
+    )
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
     seen: Counter[str] = Counter()
     for record in outputs:
         value = orjson.loads(record["value"])
+        validator.validate(value)  # the documented output contract holds for real output
         headers = header_dict(record["headers"])
         seen[value["event_id"]] += 1
         number = int(value["event_id"].split("-")[1])
