@@ -196,10 +196,14 @@ def test_invalid_input_names_the_event_once_it_is_known() -> None:
     result = make_decoder().decode(record(js({"event_id": "e-7", "transcript": 3})))
     assert isinstance(result, InvalidInput)
     assert result.event_id == "e-7"
-    # Before the event id can be read, the record's own fallback is not claimed.
-    result = make_decoder().decode(record(b"[]"))
-    assert isinstance(result, InvalidInput)
-    assert result.event_id is None
+    # A value that cannot be read names the event by the key, else by its coordinates.
+    for value in (b"[]", b"", None, b"{", b"x" * 70_000):
+        result = make_decoder().decode(record(value, key=b"k-1"))
+        assert isinstance(result, InvalidInput)
+        assert result.event_id == "k-1"
+        result = make_decoder().decode(record(value, key=None, partition=1, offset=9))
+        assert isinstance(result, InvalidInput)
+        assert result.event_id == "transcripts-1-9"
 
 
 def test_size_limit_is_inclusive() -> None:
