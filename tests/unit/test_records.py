@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+import connector
 from connector.config import InputMapping
 from connector.records import (
     REDRIVE_GENERATION_HEADER,
@@ -527,6 +529,28 @@ def test_output_record_format() -> None:
     for field in ("submitted_at", "completed_at"):
         parse_rfc3339_utc(doc[field])
     parse_rfc3339_utc(doc["source"]["timestamp"])
+
+
+def test_output_values_match_the_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema_path = Path(connector.__file__).parent / "schemas" / "output-record.schema.json"
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    bricks = {"pain": {"value": True, "confidence": 0.5, "reason": "r", "evidence": ["e"]}}
+    cases = [
+        (record(js({"event_id": "e1", "transcript": "hi", "metadata": [1]})), {"bricks": bricks}),
+        (record(js({"transcript": "hi"}), key=None, timestamp_ms=None), {"bricks": {}}),
+        (record(js({"input": {"transcript": "x"}, "kit_version_id": "kv"})), {"bricks": {}}),
+    ]
+    for source, output in cases:
+        request = make_decoder().decode(source)
+        assert isinstance(request, RunRequest)
+        run = {"run_id": "run_1", "status": "succeeded", "duration_ms": 10, "output": output}
+        _, value, _ = output_record(source, request, run, submitted_at=1.0, completed_at=2.0)
+        errors = [e.message for e in validator.iter_errors(orjson.loads(value))]
+        assert errors == []
 
 
 def test_output_key_is_event_id_when_input_has_no_key() -> None:
