@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from connector.records import (
     DeadLetterContext,
     Decoder,
     InvalidInput,
+    RunRequest,
     SourceRecord,
     dead_letter_headers,
     output_record,
@@ -148,43 +150,10 @@ class Pipeline:
             mine = asyncio.get_running_loop().create_future()
             self._key_tails[record.key] = mine
         try:
-            decoded = self._decoder.decode(record)
-            outcome: Outcome
-            if isinstance(decoded, InvalidInput):
-                metrics.DECODE_FAILURES.labels(reason=decoded.reason).inc()
-                outcome = DeadLettered(
-                    DeadLetterContext(
-                        kind="invalid_input", message=decoded.message, event_id=decoded.event_id
-                    ),
-                    time.perf_counter(),
-                )
-            else:
-                outcome = await self._tracker.track(record, decoded, started)
-                if isinstance(outcome, Succeeded):
-                    outcome_value = output_record(
-                        record,
-                        decoded,
-                        outcome.run,
-                        submitted_at=outcome.submitted_at,
-                        completed_at=outcome.completed_at,
-                    )
+            outcome, message, decoded = await self._resolve(record, started)
+            kind = "succeeded" if isinstance(outcome, Succeeded) else outcome.why.kind
             if tail is not None:
                 await asyncio.shield(tail)
-            if isinstance(outcome, Succeeded):
-                key, value, headers = outcome_value
-                message = Message(self._s.output_topic, key, value, headers, None)
-                kind = "succeeded"
-            else:
-                headers = dead_letter_headers(
-                    record,
-                    outcome.why,
-                    group_id=self._s.group_id,
-                    instance_id=self._s.instance_id,
-                )
-                message = Message(
-                    self._s.dlq_topic, record.key, record.value, headers, record.timestamp_ms
-                )
-                kind = outcome.why.kind
             if self._transactions is not None:
                 # Exactly-once: the checkpointer writes it, in offset order, in a transaction
                 # with the offset, and marks the offset finished when that commits.
@@ -200,6 +169,60 @@ class Pipeline:
                 mine.set_result(None)
                 if self._key_tails.get(record.key) is mine:
                     del self._key_tails[record.key]
+
+    async def _resolve(
+        self, record: SourceRecord, started: float
+    ) -> tuple[Outcome, Message, RunRequest | InvalidInput | None]:
+        """Decode and run one record; the message to write for its outcome."""
+        decoded: RunRequest | InvalidInput | None = None
+        outcome: Outcome | None = None
+        try:
+            decoded = self._decoder.decode(record)
+            if isinstance(decoded, InvalidInput):
+                metrics.DECODE_FAILURES.labels(reason=decoded.reason).inc()
+                outcome = DeadLettered(
+                    DeadLetterContext(
+                        kind="invalid_input", message=decoded.message, event_id=decoded.event_id
+                    ),
+                    time.perf_counter(),
+                )
+            else:
+                outcome = await self._tracker.track(record, decoded, started)
+                if isinstance(outcome, Succeeded):
+                    key, value, headers = output_record(
+                        record,
+                        decoded,
+                        outcome.run,
+                        submitted_at=outcome.submitted_at,
+                        completed_at=outcome.completed_at,
+                    )
+                    return (
+                        outcome,
+                        Message(self._s.output_topic, key, value, headers, None),
+                        decoded,
+                    )
+        except Exception as exc:
+            # A bug, or an answer the output format cannot carry: a dead letter with the
+            # stack trace, never a stalled partition.
+            log.exception("record failed unexpectedly", extra=_coords(record))
+            run = outcome.run if isinstance(outcome, Succeeded) else None
+            outcome = DeadLettered(
+                DeadLetterContext(
+                    kind="run_failed" if run else "invalid_input",
+                    message=f"connector error: {type(exc).__name__}: {exc}",
+                    event_id=getattr(decoded, "event_id", None),
+                    run_id=str(run.get("run_id")) if run else None,
+                    error_code="connector_error",
+                    stacktrace=traceback.format_exc(),
+                ),
+                time.perf_counter(),
+            )
+        assert isinstance(outcome, DeadLettered)
+        headers = dead_letter_headers(
+            record, outcome.why, group_id=self._s.group_id, instance_id=self._s.instance_id
+        )
+        message = Message(self._s.dlq_topic, record.key, record.value, headers, record.timestamp_ms)
+        return outcome, message, decoded
 
     async def _write(self, record: SourceRecord, message: Message) -> None:
         """Produce and wait for the ack; retry until the broker takes it. Never skips."""

@@ -144,6 +144,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_pays_once(
     bound = 0
     in_flight_at_kills = []
     for _ in range(kills):
+        started_ms = _ms()
         connector = connector_factory(
             api_url=sim.url, topics=topics, config=config, name="crash-member"
         )
@@ -151,7 +152,6 @@ def test_kill_9_at_random_moments_loses_nothing_and_pays_once(
         time.sleep(rng.uniform(1.0, 5.0))
         metrics = connector.metrics()
         in_flight_at_kills.append(metrics.get("semarize_connector_in_flight_records", 0))
-        started_ms = _ms()
         connector.kill()
         killed_ms = _ms()
         bound += _finished_not_committed(

@@ -593,18 +593,43 @@ def test_output_kit_falls_back_to_the_request() -> None:
     assert doc["output"] == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: a run output nested 255..1024 levels deep (orjson reads it, cannot write it) "
-    "makes output_record raise; pipeline._process dies and the partition never commits past it",
-)
-def test_output_record_survives_an_output_too_deep_to_write() -> None:
+def test_an_output_too_deep_to_write_becomes_a_dead_letter_not_a_stall() -> None:
+    """orjson reads 1024 levels but writes 254: output_record raises on such an answer; the
+    pipeline turns it into a run_failed dead letter with the stack trace."""
+    import asyncio
+
+    from connector.kafka_source import Capacity, PauseControl
+    from connector.pipeline import Pipeline, PipelineSettings
+    from connector.tracker import Succeeded
+
     source = record(js({"transcript": "hi"}))
+    deep = orjson.loads(b'{"bricks": {"b": {"value": ' + nested(300) + b"}}}")
+    run = {"run_id": "run_deep", "status": "succeeded", "output": deep}
     request = make_decoder().decode(source)
     assert isinstance(request, RunRequest)
-    deep = orjson.loads(b'{"bricks": {"b": {"value": ' + nested(300) + b"}}}")
-    output_record(source, request, {"run_id": "r", "output": deep}, submitted_at=0.0)
+    with pytest.raises(TypeError):
+        output_record(source, request, run, submitted_at=0.0)
+
+    class Tracker:
+        async def track(self, *_: object) -> Succeeded:
+            return Succeeded(run, 0.0, 0.0, 0.0, 1)
+
+    pipeline = Pipeline(
+        PipelineSettings("out", "dlq", "group", "host:1", False, 0.2),
+        decoder=make_decoder(),
+        tracker=Tracker(),  # type: ignore[arg-type]
+        sink=None,  # type: ignore[arg-type]
+        capacity=Capacity(10),
+        pauses=PauseControl(),
+        healthy_clock=lambda: 0.0,
+    )
+    _, message, _ = asyncio.run(pipeline._resolve(source, 0.0))
+    headers = dict(message.headers or [])
+    assert message.topic == "dlq" and message.value == source.value
+    assert headers["semarize.error_kind"] == b"run_failed"
+    assert headers["semarize.run_id"] == b"run_deep"
+    assert headers["semarize.error_code"] == b"connector_error"
+    assert b"TypeError" in headers["__connect.errors.exception.stacktrace"]
 
 
 def test_rfc3339_is_utc_with_milliseconds() -> None:

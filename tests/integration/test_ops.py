@@ -1,0 +1,93 @@
+"""The ops server of a live connector: /metrics passes promtool, probes answer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.fixtures_connector import ConnectorFactory, Topics
+from tests.integration.test_main_job import transcript_event
+from tests.kafka_admin import produce
+
+pytestmark = pytest.mark.kafka
+
+PROMTOOL = Path(__file__).resolve().parents[2] / ".local" / "bin" / "promtool"
+# DESIGN.md section 1 guarantees these names.
+GUARANTEED = [
+    "records_consumed_total",
+    "records_finished_total",
+    "runs_created_total",
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "retries_total",
+    "in_flight_records",
+    "oldest_in_flight_age_seconds",
+    "run_duration_seconds",
+    "completion_notice_delay_seconds",
+    "end_to_end_latency_seconds",
+    "consumer_lag",
+    "committed_offset",
+    "paused_partitions",
+    "concurrency_limit",
+    "circuit_state",
+    "halted",
+    "webhook_deliveries_total",
+]
+
+
+def test_live_metrics_pass_promtool_and_probes_answer(
+    kafka_bootstrap: str,
+    pipeline_topics: Any,
+    simulator_factory: Any,
+    connector_factory: ConnectorFactory,
+) -> None:
+    if not PROMTOOL.exists():
+        if os.environ.get("CI"):
+            pytest.fail("promtool missing: tools/chart-tools.sh installs it")
+        pytest.skip("promtool not installed (run tools/chart-tools.sh)")
+    topics: Topics = pipeline_topics(2)
+    sim = simulator_factory("--run-duration-ms", "50:200", "--retry-after", "0")
+    produce(kafka_bootstrap, topics.input, [transcript_event(i) for i in range(50)])
+    produce(kafka_bootstrap, topics.input, [(b"bad", b"not json")])
+    connector = connector_factory(
+        api_url=sim.url, topics=topics, config={"ops": {"summary_interval_seconds": 1}}
+    )
+    connector.wait_ready(60)
+    # Wait until everything went through, so outcome and latency series have samples.
+    for _ in range(200):
+        samples = connector.metrics()
+        if samples.get('semarize_connector_records_finished_total{outcome="succeeded"}') == 50:
+            break
+        time.sleep(0.1)
+    _, body = connector.get("/metrics")
+    check = subprocess.run(
+        [str(PROMTOOL), "check", "metrics"], input=body, capture_output=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    text = body.decode()
+    for name in GUARANTEED:
+        assert f"semarize_connector_{name}" in text, name
+    samples = connector.metrics()
+    assert samples['semarize_connector_records_finished_total{outcome="invalid_input"}'] == 1
+    assert samples["semarize_connector_runs_created_total"] == 50
+    assert samples['semarize_connector_records_consumed_total{topic="' + topics.input + '"}'] == 51
+
+    status, ready = connector.get("/readyz")
+    assert status == 200 and orjson.loads(ready)["ok"] is True
+    status, live = connector.get("/healthz")
+    assert status == 200 and orjson.loads(live)["ok"] is True
+
+    # Logs: one JSON object per line, coordinates and ids on every outcome, no secret.
+    raw = connector.log_path.read_bytes()
+    assert b"smz_test_integration_key" not in raw
+    finished = [e for e in connector.logs() if e.get("message") == "record finished"]
+    assert len(finished) == 50
+    assert all({"topic", "partition", "offset", "event_id", "run_id"} <= e.keys() for e in finished)
+    assert b"budget" not in raw  # no transcript text
+    assert any(e.get("message") == "summary" for e in connector.logs())
