@@ -39,6 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_option(check)
 
+    from connector.redrive import add_arguments as add_redrive_arguments
+
+    redrive = commands.add_parser(
+        "redrive",
+        help="republish dead letters to the input topic for a new run",
+        description="Republish chosen dead letters to the input topic (or --to) byte for "
+        "byte, with a bumped redrive generation so each gets a new run. Resumable: the "
+        "position on the dead-letter topic is committed to its own group, so a second "
+        "identical run sends nothing; records a filter leaves out are passed over for good "
+        "(--from-beginning starts over). See docs/runbook.md.",
+    )
+    _config_option(redrive)
+    add_redrive_arguments(redrive)
+
     from connector.simulator.options import add_arguments as add_simulator_arguments
 
     simulate = commands.add_parser(
@@ -98,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         *librdkafka_secrets(settings),
     ]
     configure_logging(settings.ops.log_level, secrets)
+
+    if args.command == "redrive":
+        from connector.redrive import run_redrive
+
+        return run_redrive(settings, args)
 
     from connector.app import Connector
 
