@@ -34,14 +34,13 @@ from connector.semarize.errors import (
     RecordRejected,
     RetryableError,
 )
-from connector.semarize.retry import ApiGate
+from connector.semarize.retry import AdaptiveLimit, ApiGate, TokenBucket
 from connector.semarize.transport import AiohttpTransport, Transport
 from connector.tracker import RunTracker, TrackerSettings
 from connector.transactions import TransactionalCheckpointer
 
 log = logging.getLogger("connector.app")
 
-HALT_PROBE_SECONDS = 15.0
 _IDLE_CHECK_SECONDS = 0.5
 
 
@@ -57,6 +56,10 @@ class Connector:
         self._stop_when_idle = stop_when_idle
         s = settings
         self.gate = ApiGate()
+        self.rate_limit = TokenBucket(s.rate_limit.requests_per_second)
+        self._input_partitions = 0  # of all input topics, for rate_limit.scope: group
+        self.capacity = Capacity(s.pipeline.max_in_flight)
+        self.adaptive = AdaptiveLimit(s.pipeline.max_in_flight, self._set_limit)
         self.client = SemarizeClient(
             transport
             or AiohttpTransport(
@@ -66,6 +69,7 @@ class Connector:
             ),
             base_url=s.semarize.api_url,
             api_key=s.semarize.api_key.reveal(),
+            rate_limit=self.rate_limit,
         )
         self.tracker = RunTracker(
             self.client,
@@ -77,6 +81,7 @@ class Connector:
                 poll_max_seconds=s.semarize.poll_max_seconds,
                 retry_max_seconds=s.semarize.retry_max_seconds,
             ),
+            adaptive=self.adaptive,
         )
         self.decoder = Decoder(
             mapping=s.pipeline.mapping,
@@ -87,7 +92,6 @@ class Connector:
             salt=s.pipeline.idempotency_salt.reveal(),
             max_bytes=s.pipeline.input_max_bytes,
         )
-        self.capacity = Capacity(s.pipeline.max_in_flight)
         self.pauses = PauseControl()
         self.exactly_once = s.pipeline.processing_guarantee == "exactly_once"
         producer_settings = producer_config(
@@ -129,7 +133,7 @@ class Connector:
             capacity=self.capacity,
             pauses=self.pauses,
             on_records=self.pipeline.on_records,
-            on_assign=self.pipeline.on_assign,
+            on_assign=self._on_assign,
             on_revoke=self._hand_over,
             on_commit=self.pipeline.on_commit,
             revoke_budget=self._revoke_budget,
@@ -273,7 +277,30 @@ class Connector:
         await asyncio.to_thread(self.sink.close, 1.0)
 
     async def _hand_over(self, tps: list[TP], lost: bool) -> dict[TP, int]:
-        return await self.pipeline.revoke(tps, lost, 0.0 if self._stopping else self._revoke_budget)
+        offsets = await self.pipeline.revoke(
+            tps, lost, 0.0 if self._stopping else self._revoke_budget
+        )
+        self._share_rate_limit()
+        return offsets
+
+    def _on_assign(self, tps: list[TP]) -> None:
+        self.pipeline.on_assign(tps)
+        self._share_rate_limit()
+
+    def _share_rate_limit(self) -> None:
+        """rate_limit.scope: group — this replica's share, by its part of the partitions."""
+        rl = self.settings.rate_limit
+        if rl.scope != "group" or not rl.requests_per_second or not self._input_partitions:
+            return
+        share = len(self.pipeline.partitions) / self._input_partitions
+        self.rate_limit.set_ceiling(rl.requests_per_second * share)
+        log.info(
+            "rate limit share updated",
+            extra={"requests_per_second": round(self.rate_limit.rate, 2), "share": share},
+        )
+
+    def _set_limit(self, limit: int) -> None:
+        self.capacity.limit = limit
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -331,6 +358,11 @@ class Connector:
                 await asyncio.sleep(2)
                 continue
             missing = [t for t in wanted if t not in metadata.topics]
+            self._input_partitions = sum(
+                len(metadata.topics[t].partitions)
+                for t in s.kafka.input_topics
+                if t in metadata.topics
+            )
             if missing:
                 raise StartupCheckError(
                     [f"kafka: topic {t!r} does not exist (create it first)" for t in missing]
@@ -365,7 +397,7 @@ class Connector:
     async def _halt_probe(self) -> None:
         s = self.settings.semarize
         while True:
-            await asyncio.sleep(HALT_PROBE_SECONDS)
+            await asyncio.sleep(s.halt_probe_seconds)
             if self.gate.halt_error is None:
                 continue
             try:

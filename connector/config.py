@@ -85,6 +85,7 @@ class SemarizeSettings:
     poll_initial_seconds: float = 1.0
     poll_max_seconds: float = 10.0
     retry_max_seconds: float = 60.0
+    halt_probe_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,7 @@ def _validate(s: Settings, problems: list[str]) -> None:
     _positive(problems, "semarize.poll_initial_seconds", api.poll_initial_seconds)
     _positive(problems, "semarize.poll_max_seconds", api.poll_max_seconds)
     _positive(problems, "semarize.retry_max_seconds", api.retry_max_seconds)
+    _positive(problems, "semarize.halt_probe_seconds", api.halt_probe_seconds)
     if api.max_create_attempts < 1:
         problems.append("semarize.max_create_attempts: must be at least 1")
 

@@ -157,6 +157,11 @@ CONCURRENCY_LIMIT = Gauge(
     "Current adaptive limit on records in flight (between 1 and pipeline.max_in_flight).",
     registry=REGISTRY,
 )
+RATE_LIMIT = Gauge(
+    _name("rate_limit_requests_per_second"),
+    "Current client-side request rate limit (0: not limited); adapts to 429s.",
+    registry=REGISTRY,
+)
 PAUSED_PARTITIONS = Gauge(
     _name("paused_partitions"),
     "Assigned input partitions currently paused.",

@@ -20,7 +20,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO, get_args
@@ -45,6 +45,13 @@ DEFAULT_MAX_GENERATION = 3
 CHECKPOINT_RECORDS = 1000  # flush + commit at least this often (records sent) ...
 CHECKPOINT_SECONDS = 5.0  # ... and this often (seconds), so an interruption resends little
 _OFFSET_INVALID = -1001  # librdkafka: no committed offset
+_COORDINATOR_BUSY = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
 
 # (first, last) inclusive; last None = open-ended.
 Range = tuple[int, int | None]
@@ -566,7 +573,8 @@ class _Redrive:
         try:
             committed: dict[int, int] = {}
             if not self.args.from_beginning and tps:
-                for tp in consumer.committed(tps, timeout=15):
+                found = self._retrying(lambda: consumer.committed(tps, timeout=15))
+                for tp in found:
                     if tp.error is not None:
                         raise KafkaException(tp.error)
                     committed[tp.partition] = tp.offset
@@ -760,13 +768,27 @@ class _Redrive:
         if not offsets:
             return None
         try:
-            result = consumer.commit(offsets=offsets, asynchronous=False)
+            result = self._retrying(lambda: consumer.commit(offsets=offsets, asynchronous=False))
         except KafkaException as exc:
             return f"committing the positions of group {self.group}: {exc.args[0].str()}"
         for tp in result or ():
             if tp.error is not None:
                 return f"committing the positions of group {self.group}: {tp.error.str()}"
         return None
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        """`call()`, again while the group coordinator is busy or moving (a new group's
+        coordinator answers NOT_COORDINATOR for a moment), for up to --timeout seconds."""
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                error = exc.args[0]
+                busy = error.retriable() or error.code() in _COORDINATOR_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     # Output ----------------------------------------------------------------------------------
     def _say(self, line: str) -> None:

@@ -20,11 +20,12 @@ from connector.records import DeadLetterContext, DeadLetterKind, RunRequest, Sou
 from connector.semarize.client import TERMINAL_STATUSES, ApiResult, SemarizeClient
 from connector.semarize.errors import (
     HaltError,
+    RateLimited,
     RecordRejected,
     RetryableError,
     SemarizeError,
 )
-from connector.semarize.retry import ApiGate, Backoff
+from connector.semarize.retry import AdaptiveLimit, ApiGate, Backoff
 
 log = logging.getLogger("connector.tracker")
 
@@ -89,7 +90,9 @@ class RunTracker:
         *,
         create_backoff: Backoff | None = None,
         poll_backoff: Backoff | None = None,
+        adaptive: AdaptiveLimit | None = None,
     ) -> None:
+        self._adaptive = adaptive
         self._client = client
         self._gate = gate
         self._s = settings
@@ -144,6 +147,8 @@ class RunTracker:
             except RetryableError as exc:
                 gate.record_failure()
                 last_error = exc
+                if isinstance(exc, RateLimited) and self._adaptive is not None:
+                    self._adaptive.rate_limited()
                 if attempts >= self._s.max_create_attempts and gate.healthy:
                     return self._dead(
                         "retries_exhausted",
@@ -166,6 +171,8 @@ class RunTracker:
                     "request_rejected", request, f"the API rejected the run: {exc}", exc, attempts
                 )
             gate.record_success()
+            if self._adaptive is not None:
+                self._adaptive.succeeded()
             metrics.RUNS_CREATED.inc()
             return result, submitted_at, time.perf_counter()
 
@@ -206,6 +213,8 @@ class RunTracker:
                 result = await self._client.get_run(run_id)
             except RetryableError as exc:
                 gate.record_failure()
+                if isinstance(exc, RateLimited) and self._adaptive is not None:
+                    self._adaptive.rate_limited()
                 failures += 1
                 last_error = exc
                 metrics.RETRIES.labels(route="get", reason=exc.reason).inc()

@@ -17,7 +17,7 @@ import orjson
 from connector import metrics
 from connector.idempotency import MAX_KEY_LENGTH
 from connector.semarize.errors import RecordRejected, TransportFailure, classify
-from connector.semarize.retry import parse_retry_after
+from connector.semarize.retry import TokenBucket, parse_retry_after
 from connector.semarize.transport import Request, Response, Transport
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -35,8 +35,16 @@ class ApiResult:
 
 
 class SemarizeClient:
-    def __init__(self, transport: Transport, *, base_url: str, api_key: str) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        base_url: str,
+        api_key: str,
+        rate_limit: TokenBucket | None = None,
+    ) -> None:
         self._transport = transport
+        self._rate_limit = rate_limit
         self._base = base_url.rstrip("/")
         self._auth = f"Bearer {api_key}"
 
@@ -79,6 +87,8 @@ class SemarizeClient:
         }
 
     async def _call(self, route: str, request: Request, record_chose_kit: bool) -> ApiResult:
+        if self._rate_limit is not None:
+            await self._rate_limit.acquire()
         started = time.perf_counter()
         request_id = request.headers["X-Request-Id"]
         try:
@@ -111,6 +121,8 @@ class SemarizeClient:
         ).inc()
         if response.status == 429:
             metrics.RATE_LIMITED.labels(route=route).inc()
+            if self._rate_limit is not None:
+                self._rate_limit.rate_limited()
         if error.retry_after is not None:
             metrics.RETRY_AFTER.observe(error.retry_after)
         error.request_id = request_id  # type: ignore[attr-defined]

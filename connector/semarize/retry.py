@@ -232,3 +232,121 @@ class ApiGate:
     def probe_finished(self) -> None:
         """A half-open probe ended without a verdict (e.g. the record was rejected)."""
         self._probe_in_flight = False
+
+
+class TokenBucket:
+    """Client-side request rate limit (creates and polls alike), adaptive.
+
+    `rate_limit.requests_per_second` is the ceiling (0: none). A 429 cuts the rate to 80 % of
+    what was actually sent over the last two seconds (at most once a second, so one burst of
+    429s counts once); each second without a 429 raises it by 5 %, up to the ceiling. With no
+    ceiling and no 429 yet, requests are not limited at all.
+    """
+
+    def __init__(self, ceiling: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tokens = 0.0
+        self._updated = clock()
+        self._sent: deque[float] = deque()
+        self._last_cut = -1e9
+        self._last_raise = clock()
+        self.ceiling = 0.0
+        self.rate = 0.0
+        self.set_ceiling(ceiling)
+
+    def set_ceiling(self, ceiling: float) -> None:
+        self.ceiling = max(0.0, ceiling)
+        if self.ceiling and (not self.rate or self.rate > self.ceiling):
+            self._set_rate(self.ceiling)
+
+    def _set_rate(self, rate: float) -> None:
+        self._refill()
+        self.rate = rate
+        # A burst of one second's worth at most, so the rate holds over any second.
+        self._capacity = max(1.0, rate)
+        self._tokens = min(self._tokens, self._capacity)
+        metrics.RATE_LIMIT.set(rate)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if self.rate:
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def rate_limited(self) -> None:
+        """The API answered 429: slow down to below what it took."""
+        now = self._clock()
+        if now - self._last_cut < 1.0:
+            return
+        self._last_cut = self._last_raise = now
+        self._forget(now)
+        sent_rate = len(self._sent) / 2.0
+        base = min(self.rate, sent_rate) if self.rate else sent_rate
+        self._set_rate(max(1.0, base * 0.8))
+
+    def _forget(self, now: float) -> None:
+        sent = self._sent
+        while sent and sent[0] < now - 2.0:
+            sent.popleft()
+
+    async def acquire(self) -> None:
+        while True:
+            now = self._clock()
+            self._sent.append(now)
+            if len(self._sent) > 4096:
+                self._forget(now)
+            if not self.rate:
+                return
+            if now - self._last_raise >= 1.0 and now - self._last_cut >= 1.0:
+                self._last_raise = now
+                raised = self.rate * 1.05
+                self._set_rate(min(raised, self.ceiling) if self.ceiling else raised)
+            self._refill()
+            if self._tokens >= 1 - 1e-9:  # float sums of fractions land just below 1
+                self._tokens = max(0.0, self._tokens - 1)
+                return
+            self._sent.pop()  # not sent after all
+            await asyncio.sleep(max(0.001, (1 - self._tokens) / self.rate))
+
+
+class AdaptiveLimit:
+    """AIMD limit on records in flight, between 1 and the configured maximum.
+
+    Multiplicative decrease on a 429 (at most once per second, so one burst of 429s counts
+    once), additive increase of about one per `limit` successful creates.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        on_change: Callable[[int], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maximum = maximum
+        self._value = float(maximum)
+        self._on_change = on_change
+        self._clock = clock
+        self._last_decrease = -1e9
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self._value))
+
+    def rate_limited(self) -> None:
+        now = self._clock()
+        if now - self._last_decrease < 1.0:
+            return
+        self._last_decrease = now
+        self._set(max(1.0, self._value * 0.75))
+
+    def succeeded(self) -> None:
+        if self._value < self.maximum:
+            self._set(min(float(self.maximum), self._value + 1.0 / self._value))
+
+    def _set(self, value: float) -> None:
+        before = self.limit
+        self._value = value
+        if self.limit != before:
+            metrics.CONCURRENCY_LIMIT.set(self.limit)
+            self._on_change(self.limit)
