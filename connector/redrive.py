@@ -483,6 +483,7 @@ class _Redrive:
         self.progress = _Progress(err)
         self.delivery_errors: list[KafkaError] = []
         self.unacked = 0
+        self.committed: list[tuple[int, int]] = []  # (partition, offset) last committed
 
     # The clients ------------------------------------------------------------------------------
     def _consumer(self) -> Any:
@@ -765,7 +766,8 @@ class _Redrive:
             for p, s in sorted(self.partitions.items())
             if s.next > s.start
         ]
-        if not offsets:
+        positions = [(tp.partition, tp.offset) for tp in offsets]
+        if not offsets or positions == self.committed:
             return None
         try:
             result = self._retrying(lambda: consumer.commit(offsets=offsets, asynchronous=False))
@@ -774,6 +776,7 @@ class _Redrive:
         for tp in result or ():
             if tp.error is not None:
                 return f"committing the positions of group {self.group}: {tp.error.str()}"
+        self.committed = positions
         return None
 
     def _retrying(self, call: Callable[[], Any]) -> Any:
@@ -803,7 +806,12 @@ class _Redrive:
             tail = "; nothing sent, nothing committed"
         else:
             head = f"redrive: read {c.read}, sent {c.sent} to {target}"
-            tail = "" if failure else f"; position committed for group {self.group}"
+            if self.committed:
+                tail = f"; position committed for group {self.group}"
+            elif not failure:
+                tail = f"; nothing new on {self.dlq} for group {self.group}"
+            else:
+                tail = ""
         limit = "; stopped at --limit" if self._limit_reached(self.args.limit) else ""
         print(
             f"{head}, skipped by filter {c.skipped}, refused {c.refused}{limit}{tail}",
