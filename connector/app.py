@@ -34,7 +34,7 @@ from connector.semarize.errors import (
     RecordRejected,
     RetryableError,
 )
-from connector.semarize.retry import AdaptiveLimit, ApiGate, TokenBucket
+from connector.semarize.retry import AdaptiveLimit, ApiGate, RateLimitSignal, TokenBucket
 from connector.semarize.transport import AiohttpTransport, Transport
 from connector.tracker import RunTracker, TrackerSettings
 from connector.transactions import TransactionalCheckpointer
@@ -56,10 +56,13 @@ class Connector:
         self._stop_when_idle = stop_when_idle
         s = settings
         self.gate = ApiGate()
-        self.rate_limit = TokenBucket(s.rate_limit.requests_per_second)
+        self.rate_signal = RateLimitSignal()
+        self.rate_limit = TokenBucket(s.rate_limit.requests_per_second, signal=self.rate_signal)
         self._input_partitions = 0  # of all input topics, for rate_limit.scope: group
         self.capacity = Capacity(s.pipeline.max_in_flight)
-        self.adaptive = AdaptiveLimit(s.pipeline.max_in_flight, self._set_limit)
+        self.adaptive = AdaptiveLimit(
+            s.pipeline.max_in_flight, self._set_limit, signal=self.rate_signal
+        )
         self.client = SemarizeClient(
             transport
             or AiohttpTransport(
@@ -70,6 +73,7 @@ class Connector:
             base_url=s.semarize.api_url,
             api_key=s.semarize.api_key.reveal(),
             rate_limit=self.rate_limit,
+            signal=self.rate_signal,
         )
         self.tracker = RunTracker(
             self.client,

@@ -53,6 +53,8 @@ _COORDINATOR_BUSY = frozenset(
     }
 )
 
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka.redrive")
+
 # (first, last) inclusive; last None = open-ended.
 Range = tuple[int, int | None]
 
@@ -502,7 +504,7 @@ class _Redrive:
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
-            "logger": logging.getLogger("librdkafka.redrive"),
+            "logger": _LIBRDKAFKA_LOG,
         }
         return Consumer(config)
 
@@ -520,7 +522,7 @@ class _Redrive:
                 "enable.idempotence": True,
                 "acks": "all",
                 "partitioner": "murmur2_random",
-                "logger": logging.getLogger("librdkafka.redrive"),
+                "logger": _LIBRDKAFKA_LOG,
             }
         )
         config.pop("transactional.id", None)
@@ -528,6 +530,10 @@ class _Redrive:
 
     # The run ---------------------------------------------------------------------------------
     def run(self) -> int:
+        if self.settings.ops.log_level != "debug":
+            # librdkafka's transient warnings (a coordinator still loading, a reconnect) are
+            # retried by it; what fails for good is reported here, one line each.
+            _LIBRDKAFKA_LOG.setLevel(logging.ERROR)
         try:
             consumer = self._consumer()
             producer = None if self.dry_run else self._producer()
@@ -671,10 +677,12 @@ class _Redrive:
             headers=list(message.headers() or ()),
         )
         failure = self._decide(producer, letter)
+        if failure:
+            return failure  # not sent: its position must not be committed
         state.next = offset + 1
         if state.next >= state.end:
             self._finish(consumer, partition, todo)
-        return failure
+        return None
 
     def _finish(self, consumer: Any, partition: int, todo: dict[int, _Partition]) -> None:
         todo[partition].done = True
@@ -686,9 +694,9 @@ class _Redrive:
         if not self.filters.matches(letter):
             self.counts.skipped += 1
             return None
-        generation = record_generation(letter.headers)
         # An unreadable generation header (an invalid_input dead letter) is replaced: as 0.
-        new_generation = (generation or 0) + 1
+        generation = record_generation(letter.headers) or 0
+        new_generation = generation + 1
         if new_generation > self.args.max_generation:
             self.counts.refused += 1
             self._say(
@@ -706,8 +714,8 @@ class _Redrive:
                 f"from {letter.source_topic!r}, not one of the input topics; name one with --to"
             )
             return None
-        self.counts.sent += 1
         if self.dry_run:
+            self.counts.sent += 1
             self.progress.clear()
             print(
                 f"{letter.event_id}\t{letter.kind or '-'}\t{letter.error_code or '-'}\t"
@@ -732,6 +740,7 @@ class _Redrive:
                 producer.poll(0.1)
             except KafkaException as exc:
                 return f"sending {letter.coordinates} to {target}: {exc.args[0].str()}"
+        self.counts.sent += 1
         self.unacked += 1
         producer.poll(0)
         return None

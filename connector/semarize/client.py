@@ -17,7 +17,7 @@ import orjson
 from connector import metrics
 from connector.idempotency import MAX_KEY_LENGTH
 from connector.semarize.errors import RecordRejected, TransportFailure, classify
-from connector.semarize.retry import TokenBucket, parse_retry_after
+from connector.semarize.retry import RateLimitSignal, TokenBucket, parse_retry_after
 from connector.semarize.transport import Request, Response, Transport
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -42,9 +42,11 @@ class SemarizeClient:
         base_url: str,
         api_key: str,
         rate_limit: TokenBucket | None = None,
+        signal: RateLimitSignal | None = None,
     ) -> None:
         self._transport = transport
         self._rate_limit = rate_limit
+        self._signal = signal
         self._base = base_url.rstrip("/")
         self._auth = f"Bearer {api_key}"
 
@@ -99,6 +101,8 @@ class SemarizeClient:
             raise
         finally:
             metrics.HTTP_REQUEST_DURATION.labels(route=route).observe(time.perf_counter() - started)
+        if self._signal is not None:
+            self._signal.record(response.status == 429)
         body = _json_object(response)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if 200 <= response.status < 300 and body is not None:

@@ -234,20 +234,73 @@ class ApiGate:
         self._probe_in_flight = False
 
 
+class RateLimitSignal:
+    """How many recent API answers were 429s: the signal both adaptive limits act on.
+
+    A 429 now and then (a noisy neighbour, a provider hiccup) is noise; the limits move only
+    while 429s are more than `threshold` of the answers of the last `window` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 5.0,
+        threshold: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = window
+        self._threshold = threshold
+        self._clock = clock
+        self._answers: deque[tuple[float, bool]] = deque()
+        self._limited = 0
+        self.peak_accepted_rate = 0.0
+
+    def record(self, limited: bool) -> None:
+        now = self._clock()
+        self._answers.append((now, limited))
+        self._limited += limited
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        answers = self._answers
+        while answers and answers[0][0] < now - self._window:
+            _, limited = answers.popleft()
+            self._limited -= limited
+
+    def overloaded(self) -> bool:
+        self._expire(self._clock())
+        total = len(self._answers)
+        return total >= 10 and self._limited > self._threshold * total
+
+    def accepted_rate(self) -> float:
+        """Answers other than 429 per second over the window."""
+        self._expire(self._clock())
+        rate = (len(self._answers) - self._limited) / self._window
+        self.peak_accepted_rate = max(self.peak_accepted_rate, rate)
+        return rate
+
+
 class TokenBucket:
     """Client-side request rate limit (creates and polls alike), adaptive.
 
-    `rate_limit.requests_per_second` is the ceiling (0: none). A 429 cuts the rate to 80 % of
-    what was actually sent over the last two seconds (at most once a second, so one burst of
-    429s counts once); each second without a 429 raises it by 5 %, up to the ceiling. With no
-    ceiling and no 429 yet, requests are not limited at all.
+    `rate_limit.requests_per_second` is the ceiling (0: none). While 429s dominate (see
+    `RateLimitSignal`), each second the rate drops to 90 % of what the API accepted, never
+    below a quarter of the best accepted rate seen (random 429s must not starve the
+    pipeline); each second without 429s raises it by 5 %, up to the ceiling. With no ceiling
+    and no sustained 429s, requests are not limited at all.
     """
 
-    def __init__(self, ceiling: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ceiling: float,
+        *,
+        signal: RateLimitSignal | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
+        self._signal = signal or RateLimitSignal(clock=clock)
         self._tokens = 0.0
         self._updated = clock()
-        self._sent: deque[float] = deque()
         self._last_cut = -1e9
         self._last_raise = clock()
         self.ceiling = 0.0
@@ -274,29 +327,19 @@ class TokenBucket:
         self._updated = now
 
     def rate_limited(self) -> None:
-        """The API answered 429: slow down to below what it took."""
+        """The API answered 429: slow down to below what it accepts, if 429s dominate."""
         now = self._clock()
-        if now - self._last_cut < 1.0:
+        if now - self._last_cut < 1.0 or not self._signal.overloaded():
             return
         self._last_cut = self._last_raise = now
-        self._forget(now)
-        sent_rate = len(self._sent) / 2.0
-        base = min(self.rate, sent_rate) if self.rate else sent_rate
-        self._set_rate(max(1.0, base * 0.8))
-
-    def _forget(self, now: float) -> None:
-        sent = self._sent
-        while sent and sent[0] < now - 2.0:
-            sent.popleft()
+        accepted = self._signal.accepted_rate()
+        floor = max(1.0, self._signal.peak_accepted_rate / 4)
+        target = max(floor, accepted * 0.9)
+        self._set_rate(min(self.rate, target) if self.rate else target)
 
     async def acquire(self) -> None:
-        while True:
+        while self.rate:
             now = self._clock()
-            self._sent.append(now)
-            if len(self._sent) > 4096:
-                self._forget(now)
-            if not self.rate:
-                return
             if now - self._last_raise >= 1.0 and now - self._last_cut >= 1.0:
                 self._last_raise = now
                 raised = self.rate * 1.05
@@ -305,15 +348,15 @@ class TokenBucket:
             if self._tokens >= 1 - 1e-9:  # float sums of fractions land just below 1
                 self._tokens = max(0.0, self._tokens - 1)
                 return
-            self._sent.pop()  # not sent after all
             await asyncio.sleep(max(0.001, (1 - self._tokens) / self.rate))
 
 
 class AdaptiveLimit:
     """AIMD limit on records in flight, between 1 and the configured maximum.
 
-    Multiplicative decrease on a 429 (at most once per second, so one burst of 429s counts
-    once), additive increase of about one per `limit` successful creates.
+    While 429s dominate (see `RateLimitSignal`): multiplicative decrease (x0.8, at most once
+    every two seconds); otherwise an additive increase of about one per `limit` successful
+    creates.
     """
 
     def __init__(
@@ -321,11 +364,13 @@ class AdaptiveLimit:
         maximum: int,
         on_change: Callable[[int], None],
         *,
+        signal: RateLimitSignal | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.maximum = maximum
         self._value = float(maximum)
         self._on_change = on_change
+        self._signal = signal or RateLimitSignal(clock=clock)
         self._clock = clock
         self._last_decrease = -1e9
 
@@ -335,10 +380,10 @@ class AdaptiveLimit:
 
     def rate_limited(self) -> None:
         now = self._clock()
-        if now - self._last_decrease < 1.0:
+        if now - self._last_decrease < 2.0 or not self._signal.overloaded():
             return
         self._last_decrease = now
-        self._set(max(1.0, self._value * 0.75))
+        self._set(max(1.0, self._value * 0.8))
 
     def succeeded(self) -> None:
         if self._value < self.maximum:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from connector.semarize.retry import AdaptiveLimit, TokenBucket
+import pytest
+
+from connector.semarize.retry import AdaptiveLimit, RateLimitSignal, TokenBucket
 
 
 class Clock:
@@ -53,43 +55,83 @@ def test_the_ceiling_holds_over_a_second() -> None:
     assert 45 <= sent <= 61  # 10/s for 5 s, plus at most one second's burst
 
 
-def test_a_429_cuts_below_the_sent_rate_and_quiet_seconds_raise_it_to_the_ceiling() -> None:
+def feed(signal: RateLimitSignal, clock: Clock, answers: int, limited: int, over: float) -> None:
+    """`answers` API answers spread over `over` seconds, the first `limited` of them 429s."""
+    for i in range(answers):
+        signal.record(i < limited)
+        clock.now += over / answers
+
+
+def test_sparse_429s_are_noise_and_change_nothing() -> None:
     clock = Clock()
-    bucket = TokenBucket(0, clock=clock)
-
-    async def send(n: int, over: float) -> None:
-        for _ in range(n):
-            await bucket.acquire()
-            clock.now += over / n
-
-    asyncio.run(send(200, 2.0))  # 100 requests/s
-    bucket.rate_limited()
-    assert 75 <= bucket.rate <= 85
-    first = bucket.rate
-    bucket.rate_limited()  # the same burst: counts once
-    assert bucket.rate == first
-    clock.now += 1.5
-    bucket.rate_limited()
-    assert bucket.rate < first
-    bucket.set_ceiling(50)
-    assert bucket.rate <= 50
-
-
-def test_adaptive_limit_decreases_on_429_and_recovers() -> None:
-    clock = Clock()
+    signal = RateLimitSignal(clock=clock)
+    bucket = TokenBucket(0, signal=signal, clock=clock)
     seen: list[int] = []
-    limit = AdaptiveLimit(100, seen.append, clock=clock)
+    limit = AdaptiveLimit(100, seen.append, signal=signal, clock=clock)
+    feed(signal, clock, 200, 10, 2.0)  # 5 % 429s
+    bucket.rate_limited()
     limit.rate_limited()
-    assert limit.limit == 75 and seen == [75]
-    limit.rate_limited()  # within a second: once
-    assert limit.limit == 75
+    assert bucket.rate == 0 and limit.limit == 100 and seen == []
+
+
+def test_dominant_429s_cut_the_rate_below_what_was_accepted_with_a_floor() -> None:
+    clock = Clock()
+    signal = RateLimitSignal(clock=clock)
+    bucket = TokenBucket(0, signal=signal, clock=clock)
+    feed(signal, clock, 500, 0, 5.0)  # 100 accepted/s: the peak
+    assert signal.accepted_rate() == pytest.approx(100, abs=1)
+    feed(signal, clock, 500, 250, 5.0)  # half of them 429s: 50 accepted/s
+    bucket.rate_limited()
+    assert bucket.rate == pytest.approx(45, abs=0.5)
+    first = bucket.rate
+    bucket.rate_limited()  # the same second: once
+    assert bucket.rate == first
+    for _ in range(20):  # the 429s never stop (random faults): the floor holds
+        feed(signal, clock, 100, 100, 1.0)
+        bucket.rate_limited()
+    assert bucket.rate == pytest.approx(25, abs=0.5)  # a quarter of the peak
+    bucket.set_ceiling(10)
+    assert bucket.rate == 10
+
+
+def test_quiet_seconds_raise_the_rate_up_to_the_ceiling() -> None:
+    clock = Clock()
+    signal = RateLimitSignal(clock=clock)
+    bucket = TokenBucket(50, signal=signal, clock=clock)
+    feed(signal, clock, 100, 50, 1.0)
+    bucket.rate_limited()
+    low = bucket.rate
+    assert low < 50
+
+    async def quiet_seconds() -> None:
+        for _ in range(40):
+            clock.now += 1.0
+            bucket._tokens = 1.0
+            await bucket.acquire()
+
+    asyncio.run(quiet_seconds())
+    assert bucket.rate == 50
+
+
+def test_adaptive_limit_decreases_while_429s_dominate_and_recovers() -> None:
+    clock = Clock()
+    signal = RateLimitSignal(clock=clock)
+    seen: list[int] = []
+    limit = AdaptiveLimit(100, seen.append, signal=signal, clock=clock)
+    feed(signal, clock, 100, 50, 1.0)
+    limit.rate_limited()
+    assert limit.limit == 80 and seen == [80]
+    limit.rate_limited()  # within two seconds: once
+    assert limit.limit == 80
     clock.now += 2
+    feed(signal, clock, 100, 50, 1.0)
     limit.rate_limited()
-    assert limit.limit == 56
+    assert limit.limit == 64
     for _ in range(5000):  # about one step per `limit` successes
         limit.succeeded()
     assert limit.limit == 100
-    for _ in range(50):
+    for _ in range(60):
         clock.now += 2
+        feed(signal, clock, 20, 20, 0.1)
         limit.rate_limited()
     assert limit.limit == 1
