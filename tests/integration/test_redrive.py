@@ -276,6 +276,7 @@ class DeadLetters:
         *,
         generation: int | None = None,
         tombstone: bool = False,
+        pad: int = 0,
     ) -> list[Letter]:
         """Write dead letters (kind, error code, partition, timestamp ms), one at a time."""
         producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all"})
@@ -285,7 +286,9 @@ class DeadLetters:
             headers: list[tuple[str, bytes | None]] = [("trace", f"t{n}".encode()), ("nul", None)]
             if generation is not None:
                 headers.append((REDRIVE_GENERATION_HEADER, str(generation).encode()))
-            body = orjson.dumps({"event_id": f"ev-{n:03d}", "transcript": "Rep: hi."})
+            body = orjson.dumps(
+                {"event_id": f"ev-{n:03d}", "transcript": "Rep: hi." + os.urandom(pad).hex()}
+            )
             source = SourceRecord(
                 topic=self.topics.input,
                 partition=partition,
@@ -575,3 +578,28 @@ def test_a_null_value_is_redriven_as_is(
     assert result.code == 0, result
     (record,) = consume_all(kafka_bootstrap, dead.topics.input)
     assert record["value"] is None and record["key"] == b"k-000"
+
+
+def test_nothing_is_committed_unless_every_record_sent_was_acknowledged(
+    kafka_bootstrap: str, pipeline_topics: Any, tmp_path: Path
+) -> None:
+    dead = DeadLetters(kafka_bootstrap, pipeline_topics(1), tmp_path)
+    dead.write([("run_failed", "model_error", 0, T0)])  # ev-000: small
+    # ev-001: too large there (random text: the producer's compression cannot shrink it)
+    dead.write([("run_failed", "model_error", 0, T0)], pad=4000)
+    small = create_topic(
+        kafka_bootstrap, f"{dead.topics.input}.small", 1, {"max.message.bytes": "2048"}
+    )
+    group = f"g-{dead.topics.input}.redrive"
+
+    refused = dead.run("--to", small)
+    assert refused.code == 1, refused
+    assert "record(s) refused by the brokers (Broker: Message size too large)" in refused.err
+    assert "position committed" not in refused.summary
+    assert committed_offsets(kafka_bootstrap, group, dead.topics.dlq) == {}
+
+    # Nothing was committed: the next run sends both (ev-000 again, same generation).
+    result = dead.run()
+    assert result.code == 0, result
+    assert "read 2, sent 2" in result.summary
+    assert committed_offsets(kafka_bootstrap, group, dead.topics.dlq) == {0: 2}
