@@ -327,6 +327,11 @@ class KafkaSource:
     # --- rebalance callbacks (on this thread, inside poll) --------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
+        if partitions:
+            consumer.incremental_assign(partitions)
+            # librdkafka keeps a partition's pause flag across a revoke or loss; a partition
+            # paused when it left would come back paused while our books say it runs.
+            consumer.resume(partitions)
         self._assigned.update(tps)
         self._group_metadata = consumer.consumer_group_metadata()
         log.info("partitions assigned", extra={"partitions": _names(tps)})
