@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.kafka_admin import create_topic, delete_topic, unique_name
+from tests.kafka_admin import close_clients, create_topic, delete_topic, unique_name
 from tests.kafka_broker import KafkaBroker
 
 EXTERNAL_BOOTSTRAP_ENV = "CONNECTOR_TEST_BOOTSTRAP_SERVERS"
@@ -39,6 +39,7 @@ def _kafka_private_broker(
         broker.start()
         yield broker
     finally:
+        close_clients()  # before the broker goes: no reconnect noise at the end
         broker.stop()
 
 

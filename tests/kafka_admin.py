@@ -236,6 +236,13 @@ def committed_offsets(
 _OFFSET_READERS: dict[tuple[str, str], Consumer] = {}
 
 
+def close_clients() -> None:
+    """Close the long-lived clients this module keeps (offset readers)."""
+    while _OFFSET_READERS:
+        _, reader = _OFFSET_READERS.popitem()
+        reader.close()
+
+
 def consume_all(
     bootstrap: str,
     topic: str,
