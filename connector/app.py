@@ -1,7 +1,8 @@
 """The Connector: wires the parts, owns start, drain and stop, and the only signal handlers.
 
 Start: ops server (not ready) -> topic and Kit checks (a missing topic or unknown Kit is a
-configuration error; an unreachable broker or API is waited for) -> producer -> consumer.
+configuration error; an unreachable broker or API is waited for) -> producer -> consumer
+-> with webhooks: the completions producer and reader, then the webhook receiver.
 Stop (first SIGTERM/SIGINT, or --stop-when-idle): readiness goes false, fetching stops,
 in-flight records get `shutdown.grace_seconds`, outputs are flushed, offsets committed,
 the consumer leaves the group. A second signal skips the wait.
@@ -38,6 +39,7 @@ from connector.semarize.retry import AdaptiveLimit, ApiGate, RateLimitSignal, To
 from connector.semarize.transport import AiohttpTransport, Transport
 from connector.tracker import RunTracker, TrackerSettings
 from connector.transactions import TransactionalCheckpointer
+from connector.webhooks import CompletionRegistry, CompletionsReader, WebhookReceiver, reader_config
 
 log = logging.getLogger("connector.app")
 
@@ -75,6 +77,12 @@ class Connector:
             rate_limit=self.rate_limit,
             signal=self.rate_signal,
         )
+        self.webhooks = s.webhooks.enabled
+        self.completions = (
+            CompletionRegistry(keep_seconds=s.webhooks.poll_fallback_seconds)
+            if self.webhooks
+            else None
+        )
         self.tracker = RunTracker(
             self.client,
             self.gate,
@@ -84,8 +92,10 @@ class Connector:
                 poll_initial_seconds=s.semarize.poll_initial_seconds,
                 poll_max_seconds=s.semarize.poll_max_seconds,
                 retry_max_seconds=s.semarize.retry_max_seconds,
+                webhook_fallback_seconds=s.webhooks.poll_fallback_seconds,
             ),
             adaptive=self.adaptive,
+            completions=self.completions,
         )
         self.decoder = Decoder(
             mapping=s.pipeline.mapping,
@@ -152,6 +162,11 @@ class Connector:
                 interval=min(s.pipeline.commit_interval_seconds, 1.0),
             )
             self.pipeline.use_transactions(self.transactions)
+        self.completions_sink: KafkaSink | None = None
+        self.completions_reader: CompletionsReader | None = None
+        self.receiver: WebhookReceiver | None = None
+        if self.completions is not None:
+            self._wire_webhooks(producer_settings)
         self.gate.listeners.append(self._on_gate_change)
         self.ops = OpsServer(self, host=s.ops.host, port=s.ops.port)
         self._stop = asyncio.Event()
@@ -162,6 +177,44 @@ class Connector:
         self._tasks: list[asyncio.Task[Any]] = []
         self.exit_code = EXIT_OK
 
+    def _wire_webhooks(self, producer_settings: dict[str, Any]) -> None:
+        """Receiver -> completions topic -> reader -> registry (docs/architecture.md)."""
+        s = self.settings
+        assert self.completions is not None
+        # Its own producer: never transactional (a completion must not wait for, or abort
+        # with, an output transaction), and quick to give up, so that the provider gets a
+        # 503 and delivers again rather than a timeout.
+        config = {k: v for k, v in producer_settings.items() if not k.startswith("transaction")}
+        config["client.id"] = f"{s.instance_id}.completions"
+        config["message.timeout.ms"] = 7000
+        config["linger.ms"] = 0
+        self.completions_sink = KafkaSink(config)
+        # A KafkaSink reports its queue depth; that gauge is the output producer's.
+        metrics.PRODUCER_QUEUE_DEPTH.set_function(lambda: len(self.sink.producer))
+        topic = s.kafka.completions_topic
+        sink = self.completions_sink
+
+        async def publish(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+            await sink.write(topic, key, value, headers)
+
+        self.receiver = WebhookReceiver(
+            host=s.webhooks.host,
+            port=s.webhooks.port,
+            secret=s.webhooks.secret.reveal(),
+            publish=publish,
+        )
+        self.completions_reader = CompletionsReader(
+            reader_config(
+                bootstrap_servers=s.kafka.bootstrap_servers,
+                group_id=s.kafka.group_id,
+                instance_id=s.instance_id,
+                extra=s.kafka.consumer,
+            ),
+            topic,
+            lookback_seconds=s.webhooks.poll_fallback_seconds,
+            on_completions=self.completions.deliver_many,
+        )
+
     # --- health ----------------------------------------------------------------------------
     def liveness(self) -> tuple[bool, dict[str, object]]:
         details: dict[str, object] = {}
@@ -171,6 +224,11 @@ class Connector:
                 ok, details["consumer"] = False, "consumer thread stopped"
             if not self.sink.alive and not self._stopping:
                 ok, details["producer"] = False, "producer thread stopped"
+            reader, sink = self.completions_reader, self.completions_sink
+            if reader is not None and not reader.alive and not self._stopping:
+                ok, details["completions_reader"] = False, "completions reader thread stopped"
+            if sink is not None and not sink.alive and not self._stopping:
+                ok, details["completions_producer"] = False, "completions producer thread stopped"
         stuck = self._stuck_partitions()
         if stuck:
             ok, details["stuck_partitions"] = False, stuck
@@ -227,6 +285,10 @@ class Connector:
                 return self.exit_code
             if self.transactions is not None:
                 await asyncio.to_thread(self.sink.producer.init_transactions, 60)
+            # Webhooks first: a port that cannot be bound stops the start before the
+            # consumer joins the group.
+            if not await self._start_webhooks(loop):
+                return self.exit_code
             self.sink.start(loop)
             self.source.start(loop)
             self._checks_done = True
@@ -247,6 +309,7 @@ class Connector:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._stop_webhooks()
             await self.client.aclose()
             await self.ops.stop()
             self._restore_signals(loop)
@@ -273,12 +336,46 @@ class Connector:
         self._revoke_budget = 0.0
         self.source.stop()
         await asyncio.to_thread(self.source.closed.wait, 30.0)
+        await self._stop_webhooks()
         remaining = await asyncio.to_thread(self.sink.flush, 10.0)
         if remaining:
             log.warning(
                 "%d records not acknowledged at shutdown (offsets not committed)", remaining
             )
         await asyncio.to_thread(self.sink.close, 1.0)
+
+    async def _start_webhooks(self, loop: asyncio.AbstractEventLoop) -> bool:
+        if self.receiver is None:
+            return True
+        assert self.completions_sink is not None and self.completions_reader is not None
+        self.completions_sink.start(loop)
+        self.completions_reader.start(loop)
+        try:
+            await self.receiver.start()
+        except OSError as exc:
+            log.error("webhooks: cannot listen on port %s: %s", self.settings.webhooks.port, exc)
+            self.exit_code = EXIT_FAILURE
+            return False
+        log.info(
+            "webhook receiver listening",
+            extra={
+                "webhooks_port": self.receiver.port,
+                "completions_topic": self.settings.kafka.completions_topic,
+            },
+        )
+        return True
+
+    async def _stop_webhooks(self) -> None:
+        """After the drain: in-flight runs could still be completed by a webhook until then."""
+        if self.receiver is not None:
+            await self.receiver.stop()
+        reader = self.completions_reader
+        if reader is not None and reader.alive:
+            reader.stop()
+            await asyncio.to_thread(reader.closed.wait, 10.0)
+        sink = self.completions_sink
+        if sink is not None and sink.alive:
+            await asyncio.to_thread(sink.close, 1.0)
 
     async def _hand_over(self, tps: list[TP], lost: bool) -> dict[TP, int]:
         offsets = await self.pipeline.revoke(

@@ -210,3 +210,32 @@ WEBHOOK_DELIVERIES = Counter(
     ["result"],
     registry=REGISTRY,
 )
+for _result in (
+    "accepted",
+    "duplicate",
+    "ignored",
+    "bad_signature",
+    "malformed",
+    "too_large",
+    "publish_failed",
+):
+    WEBHOOK_DELIVERIES.labels(result=_result)
+WEBHOOK_COMPLETIONS = Counter(
+    _name("webhook_completions_total"),
+    "Completion events read from the completions topic, by result (matched, unmatched, ...).",
+    ["result"],
+    registry=REGISTRY,
+)
+WEBHOOK_PENDING = Gauge(
+    _name("webhook_pending_completions"),
+    "Completion events kept for runs not (yet) tracked here, for the poll fallback interval.",
+    registry=REGISTRY,
+)
+COMPLETIONS_NOTICED = Counter(
+    _name("completions_noticed_total"),
+    "Terminal runs noticed, by how: poll (GET), webhook, or create (a sync-mode 200).",
+    ["via"],
+    registry=REGISTRY,
+)
+for _via in ("poll", "webhook", "create"):
+    COMPLETIONS_NOTICED.labels(via=_via)

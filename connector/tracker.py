@@ -4,6 +4,12 @@ Create retries and poll retries are kept apart (semarize-api.md section 3): a cr
 budget of attempts; tracking has none beyond the record's deadline. Both wait for the
 `ApiGate` (circuit breaker, halt), and the deadline runs on the gate's healthy clock, so an
 outage or a halt never turns records into dead letters.
+
+With webhooks on, the tracker watches its run in the `CompletionRegistry` and polls only
+after `webhooks.poll_fallback_seconds` (then with the usual backoff): a completion event
+finishes the run at once (a thin one after a single GET), and a lost one costs latency only.
+The tracker returns once, so a run finished by a poll and then by a late webhook (or the
+reverse) gives one outcome.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from connector.semarize.errors import (
     SemarizeError,
 )
 from connector.semarize.retry import AdaptiveLimit, ApiGate, Backoff
+from connector.webhooks import Completion, CompletionRegistry
 
 log = logging.getLogger("connector.tracker")
 
@@ -59,6 +66,8 @@ class TrackerSettings:
     poll_initial_seconds: float
     poll_max_seconds: float
     retry_max_seconds: float
+    # With webhooks: the first poll of a watched run waits at least this long.
+    webhook_fallback_seconds: float = 300.0
 
 
 class DurationEstimator:
@@ -91,8 +100,10 @@ class RunTracker:
         create_backoff: Backoff | None = None,
         poll_backoff: Backoff | None = None,
         adaptive: AdaptiveLimit | None = None,
+        completions: CompletionRegistry | None = None,
     ) -> None:
         self._adaptive = adaptive
+        self._completions = completions
         self._client = client
         self._gate = gate
         self._s = settings
@@ -115,8 +126,19 @@ class RunTracker:
         request.body = None  # the run exists: the transcript is no longer needed
         # Only a 200 carries the run detail (sync mode); a 202 is a receipt: track the run.
         if result.status == 200 and body.get("status") in TERMINAL_STATUSES:
-            return self._terminal(body, request, submitted_at, create_mono, polls=0)
-        return await self._poll(record, request, run_id, started, submitted_at, create_mono, result)
+            return self._terminal(body, request, submitted_at, create_mono, polls=0, via="create")
+        registry = self._completions
+        if registry is None or not run_id:
+            return await self._poll(
+                record, request, run_id, started, submitted_at, create_mono, result, None
+            )
+        waiter = registry.watch(run_id)
+        try:
+            return await self._poll(
+                record, request, run_id, started, submitted_at, create_mono, result, waiter
+            )
+        finally:
+            registry.unwatch(run_id, waiter)
 
     # --- create --------------------------------------------------------------------------
     async def _create(
@@ -186,17 +208,34 @@ class RunTracker:
         submitted_at: float,
         create_mono: float,
         created: ApiResult,
+        waiter: asyncio.Future[Completion] | None,
     ) -> Outcome:
         gate = self._gate
         delay = self._first_delay(created.retry_after)
+        if waiter is not None and created.body.get("status") not in TERMINAL_STATUSES:
+            # Wait for the webhook; poll only when none came (a receipt already saying
+            # terminal is a replayed key of a finished run: read it at once).
+            delay = max(delay, self._s.webhook_fallback_seconds)
         polls = 0
         failures = 0
         not_found = 0
+        via = "poll"
         last_error: SemarizeError | None = None
         while True:
             if not gate.healthy:
                 delay = max(delay, _OPEN_CIRCUIT_POLL_SECONDS)
-            await asyncio.sleep(delay)
+            if waiter is None:
+                await asyncio.sleep(delay)
+            else:
+                completion = await _wait_for(waiter, delay)
+                if completion is not None or waiter.done():
+                    waiter = None  # used up: from now on, plain polling
+                if completion is not None and completion.complete:
+                    return self._terminal(
+                        completion.data, request, submitted_at, create_mono, polls, via="webhook"
+                    )
+                if completion is not None:
+                    via = "webhook"  # a thin event (no output): the run is terminal, GET it now
             if gate.halt_error is not None:
                 await gate.wait_until_usable()
             if self._expired(started):
@@ -242,7 +281,7 @@ class RunTracker:
             failures = 0
             body = result.body
             if body.get("status") in TERMINAL_STATUSES:
-                return self._terminal(body, request, submitted_at, create_mono, polls)
+                return self._terminal(body, request, submitted_at, create_mono, polls, via=via)
             delay = self._next_delay(delay, result.retry_after, create_mono)
 
     def _first_delay(self, retry_after: float | None) -> float:
@@ -267,8 +306,10 @@ class RunTracker:
         submitted_at: float,
         create_mono: float,
         polls: int,
+        via: str = "poll",
     ) -> Outcome:
         noticed = time.perf_counter()
+        metrics.COMPLETIONS_NOTICED.labels(via=via).inc()
         status = body.get("status")
         run_id = str(body.get("run_id", ""))
         duration_ms = body.get("duration_ms")
@@ -321,6 +362,15 @@ class RunTracker:
             ),
             time.perf_counter(),
         )
+
+
+async def _wait_for(waiter: asyncio.Future[Completion], delay: float) -> Completion | None:
+    """Wait up to `delay` for the run's completion event; None when none came."""
+    if not waiter.done():
+        await asyncio.wait({waiter}, timeout=delay)
+    if waiter.done() and not waiter.cancelled():
+        return waiter.result()
+    return None
 
 
 def _text(value: Any) -> str | None:
