@@ -1,0 +1,1 @@
+"""Benchmarks of the connector against its physical limits (``python -m bench.run``)."""
