@@ -372,8 +372,8 @@ def test_forged_expired_replayed_oversized_and_malformed_deliveries(
     sim = simulator_factory("--run-duration-ms", "200:400", "--retry-after", "0", "--seed", "5")
     (connector,), (url,) = webhook_replicas(connector_factory, sim.url, topics, 1, fallback=120)
     sim.faults(webhook_url=[url], webhook_secret=SECRET, webhook_backoff_ms=200)
-    # One run that takes 12 s: the attacks below target it while it is tracked.
-    produce(kafka_bootstrap, topics.input, [transcript_event(0, _sim={"duration_ms": 12000})])
+    # One run that takes 20 s: the attacks below target it while it is tracked.
+    produce(kafka_bootstrap, topics.input, [transcript_event(0, _sim={"duration_ms": 20000})])
     deadline = time.monotonic() + 30
     while sim.stats()["runs_created"] < 1:
         assert time.monotonic() < deadline, connector.tail()
@@ -434,7 +434,7 @@ def test_forged_expired_replayed_oversized_and_malformed_deliveries(
     assert [header_dict(r["headers"])["semarize.event_id"] for r in published] == [b"evt_other"]
 
     # The real completion arrives from the simulator and finishes the run, with its output.
-    wait_for_outputs(kafka_bootstrap, topics.output, 1, timeout=40)
+    wait_for_outputs(kafka_bootstrap, topics.output, 1, timeout=60)
     # A late, genuinely signed completion of the finished run changes nothing.
     late = forged_event(run_id, "evt_late")
     assert (
