@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka.admin import NewTopic
 
 from bench.harness import (
     PREFIX,
@@ -36,7 +38,7 @@ from bench.harness import (
     finished,
 )
 from bench.workload import PacedProducer, event_values
-from tests.kafka_admin import consume_all, create_topic, delete_topic, end_offsets, produce
+from tests.kafka_admin import admin_client, consume_all, end_offsets, produce, topic_partitions
 from tests.kafka_broker import free_port
 
 PARTITIONS = 12
@@ -48,6 +50,33 @@ SIM_DEFAULTS: dict[str, Any] = {
     "sync_wait_ms": 30000,
 }
 RUN_ROUTES = ("POST /v1/runs", "GET /v1/runs/{runId}")
+
+
+def create_topics(bootstrap: str, topics: list[NewTopic], timeout: float = 30) -> None:
+    """Create ``topics`` in one request and wait until each shows every partition."""
+    futures = admin_client(bootstrap).create_topics(
+        topics, operation_timeout=timeout, request_timeout=timeout
+    )
+    for future in futures.values():
+        future.result()
+    deadline = time.monotonic() + timeout
+    for topic in topics:
+        while True:
+            try:
+                if len(topic_partitions(bootstrap, topic.topic)) == topic.num_partitions:
+                    break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic.topic} not in metadata")
+            time.sleep(0.05)
+
+
+# Called after every scrape with the connector's sampler and ``release``, which produces the
+# events held back by ``staged`` (see Bench.execute).
+OnMetrics = Callable[[Metrics, ProcSampler, Callable[[], None]], None]
+_BULK = {"linger.ms": 20, "batch.size": 1_000_000}
 
 
 class ShortfallError(RuntimeError):
@@ -196,21 +225,23 @@ class Bench:
         sim: dict[str, Any] | None = None,
         paced_rate: float | None = None,
         expected_seconds: float = 30,
-        on_metrics: Callable[[Metrics, ProcSampler], None] | None = None,
+        on_metrics: OnMetrics | None = None,
+        staged: int | None = None,
         scrape_every: float = 1.0,
         profile: Path | None = None,
     ) -> Execution:
         self._runs += 1
         name = f"b{self._runs:03d}-{os.urandom(3).hex()}"
         topics = {kind: f"bench-{name}.{kind}" for kind in ("in", "out", "dlq")}
-        create_topic(self.bootstrap, topics["in"], PARTITIONS, BIG_TOPIC)
-        create_topic(
+        configs = {
+            "in": BIG_TOPIC,
+            "out": {**BIG_TOPIC, "message.timestamp.type": "LogAppendTime"},
+            "dlq": BIG_TOPIC,
+        }
+        create_topics(
             self.bootstrap,
-            topics["out"],
-            PARTITIONS,
-            {**BIG_TOPIC, "message.timestamp.type": "LogAppendTime"},
+            [NewTopic(topics[k], PARTITIONS, 1, config=configs[k]) for k in topics],
         )
-        create_topic(self.bootstrap, topics["dlq"], PARTITIONS, BIG_TOPIC)
         try:
             return self._execute(
                 label,
@@ -225,12 +256,16 @@ class Bench:
                 paced_rate=paced_rate,
                 expected_seconds=expected_seconds,
                 on_metrics=on_metrics,
+                staged=staged,
                 scrape_every=scrape_every,
                 profile=profile,
             )
         finally:
-            for topic in topics.values():
-                delete_topic(self.bootstrap, topic)
+            futures = admin_client(self.bootstrap).delete_topics(
+                list(topics.values()), operation_timeout=30, request_timeout=30
+            )
+            for future in futures.values():
+                future.result()
 
     def _execute(
         self,
@@ -246,7 +281,8 @@ class Bench:
         sim: dict[str, Any],
         paced_rate: float | None,
         expected_seconds: float,
-        on_metrics: Callable[[Metrics, ProcSampler], None] | None,
+        on_metrics: OnMetrics | None,
+        staged: int | None,
         scrape_every: float,
         profile: Path | None,
     ) -> Execution:
@@ -254,15 +290,15 @@ class Bench:
         self.sim.reset()
         self.sim.faults(**{**SIM_DEFAULTS, **sim})
         producer: PacedProducer | None = None
+        held_back: list[tuple[bytes, bytes]] = []
+        late: list[threading.Thread] = []
         if paced_rate is None:
             started = time.monotonic()
-            produce(
-                self.bootstrap,
-                topics["in"],
-                event_values(name, events, transcript_bytes),
-                config={"linger.ms": 20, "batch.size": 1_000_000},
-            )
-            log(f"{label}: {events:,} events produced in {time.monotonic() - started:.1f} s")
+            records = list(event_values(name, events, transcript_bytes))
+            if staged is not None:
+                records, held_back = records[:staged], records[staged:]
+            produce(self.bootstrap, topics["in"], records, config=_BULK)
+            log(f"{label}: {len(records):,} events produced in {time.monotonic() - started:.1f} s")
         else:
             producer = PacedProducer(
                 self.bootstrap, topics["in"], name, events, transcript_bytes, paced_rate
@@ -298,14 +334,30 @@ class Bench:
             gauges: list[tuple[float, float]] = []
             progress = Progress(label, events, process.sampler, sim_sampler)
 
+            def release() -> None:
+                """Produce the held-back events (once), beside the running connector."""
+                if held_back and not late:
+                    thread = threading.Thread(
+                        target=produce,
+                        args=(self.bootstrap, topics["in"], held_back),
+                        kwargs={"config": _BULK},
+                        daemon=True,
+                    )
+                    late.append(thread)
+                    thread.start()
+                    log(f"{label}: producing the other {len(held_back):,} events")
+
             def observe(metrics: Metrics, elapsed: float) -> None:
                 gauges.append((metrics.wall, metrics.total(PREFIX + "in_flight_records")))
                 if on_metrics is not None:
-                    on_metrics(metrics, process.sampler)
+                    on_metrics(metrics, process.sampler, release)
                 progress.show(metrics, elapsed)
 
             final = process.watch(
-                events, observe, timeout=expected_seconds * 3 + 90, every=scrape_every
+                events,
+                observe,
+                timeout=expected_seconds * 3 + 90,
+                every=min(scrape_every, 0.5) if self.quick else scrape_every,
             )
             progress.show(final, time.time() - process.started_wall, force=True)
             phases["all finished"] = time.monotonic()
@@ -320,6 +372,8 @@ class Bench:
                 sampler.stop()
             if producer is not None:
                 producer.join(120)
+            for thread in late:
+                thread.join(120)
             if spy is not None:
                 stop_py_spy(spy)
         if producer is not None and producer.errors:

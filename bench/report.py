@@ -129,6 +129,7 @@ def write_markdown(
     chart: str | None,
     profile_md: str,
     findings: list[str],
+    analysis: str = "",
 ) -> None:
     facts = meta["machine"]
     reps = meta["repetitions"]
@@ -188,9 +189,11 @@ def write_markdown(
             )
     lines += ["", f"{passed} targets met, {failed} missed.", ""]
     if findings:
-        lines += ["## What stands in the way", ""]
+        lines += ["## What stands in the way (measured)", ""]
         lines += [f"- {f}" for f in findings]
         lines.append("")
+    if analysis:
+        lines += [analysis.strip(), ""]
     if chart:
         lines += [
             "## Throughput against runs in flight",

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         chart=chart,
         profile_md=profile_md,
         findings=findings,
+        analysis=_analysis(args.quick),
     )
     log(
         f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}"
@@ -179,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         _loud("the benchmark is INCOMPLETE: see the errors above and in RESULTS.md")
         return 1
     return 0
+
+
+def _analysis(quick: bool) -> str:
+    """The hand-written reading of the last full run (bench/ANALYSIS.md), for full runs."""
+    path = BENCH_DIR / "ANALYSIS.md"
+    if quick or not path.exists():
+        return ""
+    return path.read_text()
 
 
 def _add_contention(result: ScenarioResult) -> None:
