@@ -563,7 +563,19 @@ class Figure:
             if self.target is None
             else {"op": self.target.op, "value": self.target.value, "text": self.target.text},
             "passed": self.passed,
+            "digits": self.digits,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Figure:
+        target = data.get("target")
+        return cls(
+            data["name"],
+            data["unit"],
+            list(data["repetitions"]),
+            Target(target["op"], target["value"], target["text"]) if target else None,
+            digits=data.get("digits", 1),
+        )
 
 
 @dataclass
@@ -588,6 +600,19 @@ class ScenarioResult:
             "error": self.error,
             "seconds": round(self.seconds, 1),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScenarioResult:
+        return cls(
+            data["name"],
+            data["title"],
+            data["params"],
+            [Figure.from_dict(f) for f in data["figures"]],
+            data["runs"],
+            data["notes"],
+            data["error"],
+            data["seconds"],
+        )
 
 
 def percentile(values: list[float], q: float) -> float:

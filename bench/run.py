@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import shutil
 import statistics
@@ -24,6 +25,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import profile as profiling
 from bench import report, scenarios
@@ -62,11 +64,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--out", type=Path, help="output folder (default bench/, or bench/quick/)")
     parser.add_argument("--keep-work", action="store_true", help="keep logs and broker data")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="render RESULTS.md and the chart again from results.json; measure nothing",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.report_only:
+        return report_only(args.out or (BENCH_DIR / "quick" if args.quick else BENCH_DIR))
     selected = [
         s
         for s in SCENARIOS
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         _drop_kafka_clients(broker.bootstrap_servers)
         broker.stop()
 
-    meta = {
+    meta: dict[str, Any] = {
         "make_target": "make bench-quick" if args.quick else "make bench",
         "command": command,
         "mode": mode,
@@ -153,25 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": report.load_average(),
         "machine": report.machine_facts(),
         "profile": profile_lines,
+        "profile_markdown": profile_md,
     }
-    chart = _chart(results, out, bench.reps, mode)
-    findings = diagnose(results, profile_lines)
     report.write_json(out / "results.json", meta, results)
-    report.write_markdown(
-        out / "RESULTS.md",
-        meta,
-        results,
-        chart=chart,
-        profile_md=profile_md,
-        findings=findings,
-        analysis=_analysis(args.quick),
-    )
-    log(
-        f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}"
-        + (f", {out / chart}" if chart else "")
-    )
-    for line in _table(results):
-        print(line, flush=True)
+    render(out, meta, results)
     if args.keep_work or broken:
         log(f"logs and broker data kept in {workdir}")
     else:
@@ -179,6 +173,36 @@ def main(argv: list[str] | None = None) -> int:
     if broken:
         _loud("the benchmark is INCOMPLETE: see the errors above and in RESULTS.md")
         return 1
+    return 0
+
+
+def render(out: Path, meta: dict[str, Any], results: list[ScenarioResult]) -> None:
+    """RESULTS.md and the chart from the measurements (also for --report-only)."""
+    quick = meta["mode"] == "quick"
+    chart = _chart(results, out, meta["repetitions"], meta["mode"])
+    report.write_markdown(
+        out / "RESULTS.md",
+        meta,
+        results,
+        chart=chart,
+        profile_md=meta.get("profile_markdown", "Not recorded."),
+        findings=diagnose(results, meta.get("profile") or []),
+        analysis=_analysis(quick),
+    )
+    log(
+        f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}"
+        + (f", {out / chart}" if chart else "")
+    )
+    for line in _table(results):
+        print(line, flush=True)
+
+
+def report_only(out: Path) -> int:
+    """Render RESULTS.md and the chart again from results.json (e.g. after ANALYSIS.md
+    changed); nothing is measured."""
+    data = json.loads((out / "results.json").read_text())
+    results = [ScenarioResult.from_dict(s) for s in data.pop("scenarios")]
+    render(out, data, results)
     return 0
 
 
