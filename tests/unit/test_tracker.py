@@ -338,7 +338,7 @@ def test_halt_on_401_and_resume(virtual_sleep: list[Harness]) -> None:
     s = setup(virtual_sleep, [error(401, "invalid_api_key")], [detail("succeeded")])
 
     async def main() -> tracker.Outcome:
-        task = asyncio.create_task(s.tracker.track(source(), request_for(), 0.0))
+        task = asyncio.create_task(s.tracker.track(source(), request_for(), s.gate.healthy_clock()))
         await wait_for_condition(lambda: s.gate.halt_error is not None)
         assert s.gate.halt_error.status == 401  # type: ignore[union-attr]
         await asyncio.sleep(0.05)
@@ -357,7 +357,7 @@ def test_a_halt_costs_the_record_no_attempt(virtual_sleep: list[Harness]) -> Non
     s = setup(virtual_sleep, [error(403)], max_create_attempts=2)
 
     async def main() -> tracker.Outcome:
-        task = asyncio.create_task(s.tracker.track(source(), request_for(), 0.0))
+        task = asyncio.create_task(s.tracker.track(source(), request_for(), s.gate.healthy_clock()))
         await wait_for_condition(lambda: s.gate.halt_error is not None)
         s.harness.creates.replace([error(503)])
         s.gate.resume()
@@ -376,7 +376,7 @@ def test_configured_kit_not_found_halts_instead_of_dead_lettering(
     s = setup(virtual_sleep, [error(404, "kit_not_found")])
 
     async def main() -> tracker.Outcome:
-        task = asyncio.create_task(s.tracker.track(source(), request_for(), 0.0))
+        task = asyncio.create_task(s.tracker.track(source(), request_for(), s.gate.healthy_clock()))
         await wait_for_condition(lambda: s.gate.halt_error is not None)
         assert s.gate.halt_error.error_code == "kit_not_found"  # type: ignore[union-attr]
         await asyncio.sleep(0.02)
@@ -577,7 +577,7 @@ def test_halt_while_polling_waits_for_resume(virtual_sleep: list[Harness]) -> No
     s = setup(virtual_sleep, [accepted()], [error(401, "api_key_expired")])
 
     async def main() -> tracker.Outcome:
-        task = asyncio.create_task(s.tracker.track(source(), request_for(), 0.0))
+        task = asyncio.create_task(s.tracker.track(source(), request_for(), s.gate.healthy_clock()))
         await wait_for_condition(lambda: s.gate.halt_error is not None)
         await asyncio.sleep(0.05)
         polls_while_halted = len(s.harness.requests("GET"))
