@@ -90,4 +90,7 @@ def test_live_metrics_pass_promtool_and_probes_answer(
     assert len(finished) == 50
     assert all({"topic", "partition", "offset", "event_id", "run_id"} <= e.keys() for e in finished)
     assert b"budget" not in raw  # no transcript text
-    assert any(e.get("message") == "summary" for e in connector.logs())
+    deadline = time.monotonic() + 10  # the summary comes every second
+    while not any(e.get("message") == "summary" for e in connector.logs()):
+        assert time.monotonic() < deadline, connector.tail()
+        time.sleep(0.2)
