@@ -157,6 +157,7 @@ class Connector:
             self.transactions = TransactionalCheckpointer(
                 self.sink.producer,
                 partitions=self.pipeline.partitions,
+                pauses=self.pauses,
                 group_metadata=lambda: self.source.group_metadata,
                 on_committed=self.pipeline.on_commit,
                 interval=min(s.pipeline.commit_interval_seconds, 1.0),

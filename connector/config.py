@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +218,10 @@ _SECTIONS: dict[str, type[Any]] = {
     "webhooks": WebhookSettings,
 }
 # librdkafka settings that hold secrets: masked in every dump.
-_SECRET_LIBRDKAFKA = re.compile(r"(password|secret|token|key)$", re.IGNORECASE)
+# Anywhere in the name: ssl.key.pem, sasl.oauthbearer.config (may hold a client secret), ...
+_SECRET_LIBRDKAFKA = re.compile(
+    r"password|secret|token|key|credential|oauthbearer\.config|jaas", re.IGNORECASE
+)
 # librdkafka settings the connector owns: overriding them would break a guarantee.
 _OWNED_CONSUMER = {"enable.auto.commit", "enable.auto.offset.store", "group.id", "isolation.level"}
 _OWNED_PRODUCER = {"enable.idempotence", "transactional.id"}
@@ -246,6 +251,8 @@ def load_settings(
     if settings is not None:
         settings = dataclasses.replace(settings, instance_id=default_instance_id())
         _validate(settings, problems)
+        if not problems:
+            _check_librdkafka(settings, problems)
     if problems or settings is None:
         raise ConfigError(problems or ["configuration is invalid"])
     return settings
@@ -443,7 +450,7 @@ def _validate(s: Settings, problems: list[str]) -> None:
     for key in sorted(_OWNED_PRODUCER & set(k.producer)):
         problems.append(f"kafka.producer.{key}: is set by the connector and cannot be overridden")
 
-    if not re.match(r"^https?://[^\s/]+", api.api_url):
+    if not _valid_url(api.api_url):
         problems.append(f"semarize.api_url: must be an http(s) URL (got {api.api_url!r})")
     if not api.api_key:
         problems.append("semarize.api_key: required (set SEMARIZE_API_KEY)")
@@ -492,6 +499,42 @@ def _validate(s: Settings, problems: list[str]) -> None:
         if s.webhooks.port == s.ops.port and s.ops.port != 0:
             problems.append("webhooks.port: must differ from ops.port")
         _positive(problems, "webhooks.poll_fallback_seconds", s.webhooks.poll_fallback_seconds)
+
+
+def _valid_url(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
+
+
+def _check_librdkafka(settings: Settings, problems: list[str]) -> None:
+    """librdkafka validates its settings when a client is built (no connection is made)."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    k = settings.kafka
+    quiet = logging.getLogger("librdkafka.config-check")
+    quiet.setLevel(logging.ERROR)  # its warnings about unused settings are not problems
+    for name, extra in (("kafka.consumer", k.consumer), ("kafka.producer", k.producer)):
+        if not extra:
+            continue
+        conf = {
+            "bootstrap.servers": k.bootstrap_servers or "127.0.0.1:9092",
+            "logger": quiet,
+            **extra,
+        }
+        try:
+            if name == "kafka.consumer":
+                Consumer({"group.id": k.group_id or "check", **conf}).close()
+            else:
+                Producer(conf).flush(0)
+        except (KafkaException, ValueError, TypeError) as exc:
+            detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            for secret in librdkafka_secrets(settings):
+                detail = detail.replace(secret, MASK)
+            problems.append(f"{name}: librdkafka rejects these settings: {detail}")
 
 
 def _positive(problems: list[str], name: str, value: float) -> None:

@@ -85,6 +85,12 @@ class PauseControl:
                 target.discard(reason)
                 self.version += 1
 
+    def forget_partition(self, tp: TP) -> None:
+        """The partition left this process: its reasons go with it."""
+        with self._lock:
+            if self.partition_reasons.pop(tp, None):
+                self.version += 1
+
     def snapshot(self) -> tuple[bool, set[tuple[str, int]]]:
         with self._lock:
             return bool(self.global_reasons), {

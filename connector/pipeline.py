@@ -226,13 +226,21 @@ class Pipeline:
 
     async def _write(self, record: SourceRecord, message: Message) -> None:
         """Produce and wait for the ack; retry until the broker takes it. Never skips."""
+        tp = (record.topic, record.partition)
+        refused = False
         while True:
             try:
                 await self._sink.write(*message)
+                if refused:
+                    log.info(
+                        "the broker took the refused record: partition resumed",
+                        extra=_coords(record),
+                    )
+                    self._pauses.mark("refused", False, tp)
                 return
             except DeliveryFailed as exc:
                 if exc.permanent:
-                    tp = (record.topic, record.partition)
+                    refused = True
                     metrics.DEAD_LETTER_REFUSED.inc()
                     log.error(
                         "the broker refused a record for good; partition halted until fixed",
@@ -351,9 +359,10 @@ class Pipeline:
                 offsets[tp] = committable
             self.capacity.release(work.offsets.holding)
             del self.partitions[tp]
+            _forget_partition_series(tp)
+            self._pauses.forget_partition(tp)
         if self._transactions is not None:
             self._transactions.forget(list(works))
-            _forget_partition_series(tp)
         return offsets
 
     async def drain(self, budget: float) -> None:

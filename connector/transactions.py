@@ -26,17 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from connector import metrics
 from connector.errors import KafkaFatalError
-from connector.kafka_sink import Message
+from connector.kafka_sink import PERMANENT_ERRORS, Message
 
 if TYPE_CHECKING:
-    from connector.kafka_source import TP
+    from connector.kafka_source import TP, PauseControl
     from connector.pipeline import PartitionWork
     from connector.records import SourceRecord
 
 log = logging.getLogger("connector.transactions")
 
 _TXN_TIMEOUT = 30.0
+_REFUSED_RETRY_SECONDS = 30.0
 
 
 class TransactionalCheckpointer:
@@ -45,12 +47,15 @@ class TransactionalCheckpointer:
         producer: Producer,
         *,
         partitions: dict[TP, PartitionWork],
+        pauses: PauseControl,
         group_metadata: Callable[[], Any],
         on_committed: Callable[[list[tuple[TP, int]], bool], None],
         interval: float,
     ) -> None:
         self._producer = producer
         self._partitions = partitions
+        self._pauses = pauses
+        self._refused: dict[TP, float] = {}
         self._group_metadata = group_metadata
         self._on_committed = on_committed
         self._interval = interval
@@ -86,28 +91,46 @@ class TransactionalCheckpointer:
             if self.fatal is not None:
                 return
             batch: dict[TP, list[int]] = {}
+            now = time.monotonic()
             for tp, ready in self._ready.items():
                 work = self._partitions.get(tp)
                 if work is None or work.offsets.revoked or not ready:
                     continue
+                if now - self._refused.get(tp, -1e9) < _REFUSED_RETRY_SECONDS:
+                    continue  # halted: a record of it was refused for good; retried later
                 prefix = work.offsets.ready_prefix(ready)
                 if prefix:
                     batch[tp] = prefix
             if not batch:
                 return
-            messages = [self._ready[tp][o][0] for tp, prefix in batch.items() for o in prefix]
+            messages = [(tp, self._ready[tp][o][0]) for tp, prefix in batch.items() for o in prefix]
             offsets = [TopicPartition(t, p, prefix[-1] + 1) for (t, p), prefix in batch.items()]
             metadata = self._group_metadata()
             started = time.perf_counter()
+            refused: set[TP] = set()
             try:
-                committed = await asyncio.to_thread(self._transaction, messages, offsets, metadata)
+                committed = await asyncio.to_thread(
+                    self._transaction, messages, offsets, metadata, refused
+                )
             except KafkaFatalError as exc:
                 self.fatal = exc
                 log.error("exactly-once producer failed for good: %s; stopping", exc)
                 return
+            for tp in refused:
+                # Never skipped: the partition halts (with an alert) and is retried later.
+                metrics.DEAD_LETTER_REFUSED.inc()
+                log.error(
+                    "the broker refused a record for good; partition halted until fixed",
+                    extra={"topic": tp[0], "partition": tp[1]},
+                )
+                self._refused[tp] = time.monotonic()
+                self._pauses.mark("refused", True, tp)
             if not committed:
-                self._wanted.set()  # try the same records again
+                self._wanted.set()  # try the same records again (less any halted partition)
                 return
+            for tp in batch:
+                if self._refused.pop(tp, None) is not None:
+                    self._pauses.mark("refused", False, tp)
             self.transactions += 1
             results = []
             for tp, prefix in batch.items():
@@ -130,14 +153,31 @@ class TransactionalCheckpointer:
             )
 
     def _transaction(
-        self, messages: list[Message], offsets: list[TopicPartition], metadata: Any
+        self,
+        messages: list[tuple[TP, Message]],
+        offsets: list[TopicPartition],
+        metadata: Any,
+        refused: set[TP],
     ) -> bool:
-        """One transaction, on a worker thread. True when committed."""
+        """One transaction, on a worker thread. True when committed; source partitions whose
+        record the broker refused for good are added to `refused`."""
         producer = self._producer
+
+        def on_delivery(source: TP) -> Callable[[KafkaError | None, Any], None]:
+            def report(error: KafkaError | None, _message: Any) -> None:
+                if error is not None and error.code() in PERMANENT_ERRORS:
+                    refused.add(source)
+
+            return report
+
         try:
             producer.begin_transaction()
-            for message in messages:
-                kwargs: dict[str, Any] = {"key": message.key, "headers": message.headers}
+            for source, message in messages:
+                kwargs: dict[str, Any] = {
+                    "key": message.key,
+                    "headers": message.headers,
+                    "on_delivery": on_delivery(source),
+                }
                 if message.timestamp_ms:
                     kwargs["timestamp"] = message.timestamp_ms
                 while True:
@@ -146,6 +186,10 @@ class TransactionalCheckpointer:
                         break
                     except BufferError:
                         producer.poll(0.05)
+                    except KafkaException as exc:
+                        if exc.args[0].code() in PERMANENT_ERRORS:
+                            refused.add(source)
+                        raise
             producer.send_offsets_to_transaction(offsets, metadata, _TXN_TIMEOUT)
             self._commit(producer)
             return True

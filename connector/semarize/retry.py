@@ -137,7 +137,9 @@ class ApiGate:
     # --- outcomes ----------------------------------------------------------------------
     def record_success(self) -> None:
         self._record(ok=True)
-        if self.state is not CircuitState.CLOSED:
+        # While open, a success is the late answer to a request sent before the circuit
+        # opened: only the half-open probe may close it.
+        if self.state is CircuitState.HALF_OPEN:
             log.info("API answering again: circuit closed")
             self.state = CircuitState.CLOSED
             self._open_for = self._base_open

@@ -480,7 +480,9 @@ def test_masked_dict_masks_every_secret(tmp_path: Path) -> None:
     text = """
 kafka:
   consumer: {sasl.password: "${SASL_PW}", ssl.key.password: kp-123456, sasl.username: alice}
-  producer: {sasl.oauthbearer.client.secret: cs-123456, sasl.oauthbearer.token: tk-123456}
+  producer:
+    sasl.oauthbearer.client.secret: cs-123456
+    sasl.oauthbearer.config: "clientSecret=tk-123456"
 """
     env = {
         "SASL_PW": "sasl-secret-1",
@@ -510,13 +512,13 @@ kafka:
     assert data["kafka"]["consumer"]["sasl.username"] == "alice"  # not a secret
     assert data["kafka"]["producer"] == {
         "sasl.oauthbearer.client.secret": MASK,
-        "sasl.oauthbearer.token": MASK,
+        "sasl.oauthbearer.config": MASK,
     }
     assert data["kafka"]["input_topics"] == ["transcripts"]
     assert data["health"]["stuck_after_seconds"] == 4200
     assert data["semarize"]["kit_code"] == "A1B2C3D4"
     assert sorted(librdkafka_secrets(s)) == sorted(
-        ["sasl-secret-1", "kp-123456", "cs-123456", "tk-123456"]
+        ["sasl-secret-1", "kp-123456", "cs-123456", "clientSecret=tk-123456"]
     )
 
 

@@ -429,6 +429,7 @@ def test_healthy_clock_pauses_once_for_overlapping_halt_and_open() -> None:
     g.resume()  # still open
     clock.advance(10.0)
     assert g.healthy_clock() == start
+    asyncio.run(g.wait_until_usable())  # the open period is over: half-open, one probe
     g.record_success()
     clock.advance(1.0)
     assert g.healthy_clock() - start == 1.0
