@@ -336,9 +336,10 @@ class Connector:
             await drain
         self._revoke_budget = 0.0
         self.source.stop()
-        await asyncio.to_thread(self.source.closed.wait, 30.0)
+        # The rest must fit in the 15 s the Helm chart adds to the grace period.
+        await asyncio.to_thread(self.source.closed.wait, 8.0)
         await self._stop_webhooks()
-        remaining = await asyncio.to_thread(self.sink.flush, 10.0)
+        remaining = await asyncio.to_thread(self.sink.flush, 5.0)
         if remaining:
             log.warning(
                 "%d records not acknowledged at shutdown (offsets not committed)", remaining
@@ -469,6 +470,7 @@ class Connector:
                 raise StartupCheckError(
                     [f"kafka: topic {t!r} does not exist (create it first)" for t in missing]
                 )
+            self.source.broker_up = True  # it just answered; statistics take over from here
             return
 
     async def _check_kit(self) -> None:

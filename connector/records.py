@@ -230,21 +230,35 @@ class Decoder:
         raw = _get(doc, self._paths["event_id"])
         if raw is not _MISSING and raw is not None:
             if isinstance(raw, bool) or not isinstance(raw, str | int):
-                return InvalidInput("bad_event_id", "event_id must be a string or an integer")
+                return InvalidInput(
+                    "bad_event_id",
+                    "event_id must be a string or an integer",
+                    fallback_event_id(record),
+                )
             text = str(raw)
-            if not text or len(text) > 1024:
-                return InvalidInput("bad_event_id", "event_id must be 1..1024 characters")
+            if not text or len(text) > MAX_EVENT_ID:
+                return InvalidInput(
+                    "bad_event_id",
+                    f"event_id must be 1..{MAX_EVENT_ID} characters",
+                    fallback_event_id(record),
+                )
             return text
         return fallback_event_id(record)
 
 
+MAX_EVENT_ID = 1024
+
+
 def fallback_event_id(record: SourceRecord) -> str:
-    """The record key as UTF-8, else the record's coordinates (DESIGN.md)."""
+    """The record key as UTF-8, else the record's coordinates (DESIGN.md). A key that is
+    not UTF-8 is used in hex; one longer than an event id may be gives way to coordinates."""
     if record.key:
         try:
-            return record.key.decode("utf-8")
+            text = record.key.decode("utf-8")
         except UnicodeDecodeError:
-            return record.key.hex()
+            text = record.key.hex()
+        if len(text) <= MAX_EVENT_ID:
+            return text
     return f"{record.topic}-{record.partition}-{record.offset}"
 
 
