@@ -449,7 +449,12 @@ class Connector:
         wanted = [*s.kafka.input_topics, s.kafka.output_topic, s.kafka.dlq_topic]
         if s.webhooks.enabled:
             wanted.append(s.kafka.completions_topic)
-        admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap_servers, **_security(s)})
+        admin_config: dict[str, Any] = {
+            "bootstrap.servers": s.kafka.bootstrap_servers,
+            "logger": logging.getLogger("librdkafka.admin"),
+            **_security(s),
+        }
+        admin = AdminClient(admin_config)
         waited = False
         while not self._stop.is_set():
             try:

@@ -58,6 +58,40 @@ def _json_spelling(secret: str) -> str:
         return secret
 
 
+class RepeatFilter(logging.Filter):
+    """One line per kind of message per `interval`: librdkafka repeats a connection failure
+    many times a second while a broker is down. The next line that passes says how many
+    were held back (`repeated`)."""
+
+    def __init__(
+        self, prefix: str = "librdkafka", interval: float = 30.0, clock: Any = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self._interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefix):
+            return True
+        message = record.getMessage()
+        # librdkafka's lines start with their facility ("FAIL [client#...] ..."): the kind.
+        kind = f"{record.name}:{record.levelno}:{message.split(' ', 1)[0]}"
+        now = self._clock()
+        if now - self._last.get(kind, -1e18) < self._interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held:
+            record.repeated = held
+        if len(self._last) > 1000:
+            self._last.clear()
+        return True
+
+
 def configure_logging(level: str, secrets: list[str] | None = None) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(secrets))
@@ -68,3 +102,5 @@ def configure_logging(level: str, secrets: list[str] | None = None) -> None:
     quiet = root.level if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
     for noisy in ("aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(quiet)
+    if root.level > logging.DEBUG:
+        handler.addFilter(RepeatFilter("librdkafka"))

@@ -182,3 +182,24 @@ def test_configure_logging_keeps_third_parties_quiet_unless_debugging(
     configure_logging("debug", [])
     logging.getLogger("asyncio").debug("debugging chatter")
     assert "debugging chatter" in capsys.readouterr().out
+
+
+def test_repeated_librdkafka_lines_are_held_back_and_counted() -> None:
+    from connector.logs import RepeatFilter
+
+    now = [0.0]
+    repeat = RepeatFilter("librdkafka", interval=30, clock=lambda: now[0])
+
+    def line(name: str, message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, "", 0, message, None, None)
+
+    fail = "FAIL [c#consumer-1] [thrd:x]: Connect to 127.0.0.1:9092 failed"
+    assert repeat.filter(line("librdkafka.consumer", fail))
+    assert not any(repeat.filter(line("librdkafka.consumer", fail)) for _ in range(500))
+    assert repeat.filter(line("librdkafka.consumer", "SESSTMOUT [c#consumer-1] timed out"))
+    assert repeat.filter(line("connector.app", fail))  # only librdkafka's lines are limited
+    assert repeat.filter(line("connector.app", fail))
+    now[0] = 31
+    record = line("librdkafka.consumer", fail)
+    assert repeat.filter(record)
+    assert record.repeated == 500  # type: ignore[attr-defined]
