@@ -300,6 +300,7 @@ class Connector:
                 asyncio.create_task(committer, name="commit"),
                 asyncio.create_task(self._halt_probe(), name="halt-probe"),
                 asyncio.create_task(self._summary(), name="summary"),
+                asyncio.create_task(self._lag_probe(), name="lag"),
                 asyncio.create_task(self._watch_threads(), name="watch"),
             ]
             if self._stop_when_idle is not None:
@@ -449,12 +450,7 @@ class Connector:
         wanted = [*s.kafka.input_topics, s.kafka.output_topic, s.kafka.dlq_topic]
         if s.webhooks.enabled:
             wanted.append(s.kafka.completions_topic)
-        admin_config: dict[str, Any] = {
-            "bootstrap.servers": s.kafka.bootstrap_servers,
-            "logger": logging.getLogger("librdkafka.admin"),
-            **_security(s),
-        }
-        admin = AdminClient(admin_config)
+        admin = _admin_client(s)
         waited = False
         while not self._stop.is_set():
             try:
@@ -553,6 +549,45 @@ class Connector:
             )
             last_finished = finished
 
+    async def _lag_probe(self) -> None:
+        """Lag from the brokers' end offsets every 10 s. librdkafka's statistics stop
+        refreshing a paused partition's end offset, so during a halt, an outage or
+        back-pressure, exactly when lag matters, they would report a frozen number."""
+        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+        s = self.settings
+        admin = _admin_client(s)
+        while True:
+            await asyncio.sleep(10)
+            tps = list(self.pipeline.partitions)
+            if not tps:
+                continue
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            request = {TopicPartition(t, p): latest for t, p in tps}
+            try:
+                futures = admin.list_offsets(request, request_timeout=5)
+                ends = {
+                    (tp.topic, tp.partition): (await asyncio.wrap_future(f)).offset
+                    for tp, f in futures.items()
+                }
+            except KafkaException as exc:
+                log.debug("lag probe failed: %s", exc)
+                continue  # broker unreachable: readiness already says so
+            for tp, high in ends.items():
+                work = self.pipeline.partitions.get(tp)
+                if work is None or high < 0:
+                    continue
+                labels = {"topic": tp[0], "partition": str(tp[1])}
+                position = work.offsets.next_offset or work.offsets.committed
+                if position is not None:
+                    lag = max(0, high - position)
+                    metrics.CONSUMER_LAG.labels(**labels).set(lag)
+                    self.source.lag[tp] = (lag, high)
+                if work.offsets.committed is not None:
+                    metrics.COMMITTABLE_LAG.labels(**labels).set(
+                        max(0, high - work.offsets.committed)
+                    )
+
     async def _idle_watch(self) -> None:
         assert self._stop_when_idle is not None
         needed = self._stop_when_idle
@@ -591,6 +626,15 @@ class Connector:
             if high > 0 and (tp.offset < 0 or tp.offset < high):
                 return False
         return True
+
+
+def _admin_client(settings: Settings) -> AdminClient:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "logger": logging.getLogger("librdkafka.admin"),
+        **_security(settings),
+    }
+    return AdminClient(config)
 
 
 def _security(settings: Settings) -> dict[str, Any]:

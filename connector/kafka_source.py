@@ -422,8 +422,8 @@ class KafkaSource:
         for topic, tdata in stats.get("topics", {}).items():
             for pid, pdata in tdata.get("partitions", {}).items():
                 tp = (topic, int(pid))
-                if tp not in self._assigned:
-                    continue
+                if tp not in self._assigned or tp in self._paused:
+                    continue  # a paused partition's figures freeze: the app's lag probe has it
                 hi = pdata.get("hi_offset", -1)
                 lag = pdata.get("consumer_lag", -1)
                 committed = pdata.get("committed_offset", -1)

@@ -104,6 +104,11 @@ class PartitionOffsets:
         return released
 
     @property
+    def next_offset(self) -> int | None:
+        """One past the last offset consumed in this assignment (None before the first)."""
+        return self._last_tracked + 1 if self._last_tracked >= 0 else None
+
+    @property
     def unfinished(self) -> int:
         return len(self._pending)
 

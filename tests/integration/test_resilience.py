@@ -114,6 +114,18 @@ def test_a_revoked_key_halts_without_dead_letters_and_resumes(
     time.sleep(3)
     assert sim.stats()["runs_created"] == created_while_halted  # nothing created while halted
     assert paused == 3
+    # Lag keeps being measured while every partition is paused.
+    more = 150
+    produce(kafka_bootstrap, topics.input, [transcript_event(events + i) for i in range(more)])
+    events += more
+    deadline = time.monotonic() + 30
+    while True:
+        samples = connector.metrics()
+        lag = sum(v for k, v in samples.items() if k.startswith("semarize_connector_consumer_lag{"))
+        if lag >= more:
+            break
+        assert time.monotonic() < deadline, f"consumer_lag stuck at {lag}"
+        time.sleep(1)
     sim.faults(revoke_key=False)
     wait_for_outputs(kafka_bootstrap, topics.output, events, 120)
     assert consume_all(kafka_bootstrap, topics.dlq) == []
