@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA_LOCAL_PORT ?= 9092
 export KAFKA_LOCAL_PORT
 
-.PHONY: help install demo test test-unit test-integration lint kafka-up kafka-down kafka-libs bench bench-quick clean chart-tools chart-check
+.PHONY: help install topics demo test test-unit test-integration lint kafka-up kafka-down kafka-libs bench bench-quick clean chart-tools chart-check
 
 help:
 	@echo "make demo        - the whole main job on this machine (venv, local Kafka, simulator, samples, summary)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint        - ruff + mypy"
 	@echo "make kafka-up    - local single-node Kafka on 127.0.0.1:\$$KAFKA_LOCAL_PORT (default 9092)"
 	@echo "make kafka-down  - stop it"
+	@echo "make topics      - create the connector's topics if missing (CONFIG=file, PARTITIONS=3)"
 	@echo "make bench       - benchmarks, writes bench/RESULTS.md"
 
 $(BIN)/semarize-connector: pyproject.toml
@@ -33,6 +34,11 @@ kafka-up:
 
 kafka-down:
 	tools/kafka/kafka-local.sh down
+
+# The connector's topics (input, output, dead letters), created if missing, by the settings
+# of CONFIG (optional) and the environment.
+topics: install
+	$(BIN)/python scripts/demo_tools.py create-topics --keep-existing $(if $(CONFIG),--config $(CONFIG)) --partitions $(or $(PARTITIONS),3)
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh

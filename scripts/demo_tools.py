@@ -39,7 +39,7 @@ SAMPLE_HEADER = "demo.sample"
 # --- configuration ---------------------------------------------------------------------------
 
 
-def settings_from(path: str) -> Settings:
+def settings_from(path: str | None) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as exc:
@@ -55,12 +55,20 @@ def admin_for(settings: Settings) -> AdminClient:
 # --- create-topics ---------------------------------------------------------------------------
 
 
-def create_topics(settings: Settings, partitions: int) -> None:
-    """Delete the demo topics if they exist, then create them empty."""
+def create_topics(settings: Settings, partitions: int, *, keep_existing: bool = False) -> None:
+    """Delete the demo topics if they exist, then create them empty; with `keep_existing`,
+    only create the missing ones."""
     k = settings.kafka
     topics = [*k.input_topics, k.output_topic, k.dlq_topic]
+    if settings.webhooks.enabled:
+        topics.append(k.completions_topic)
     admin = admin_for(settings)
     existing = set(admin.list_topics(timeout=TIMEOUT).topics)
+    if keep_existing:
+        topics = [t for t in topics if t not in existing]
+        if not topics:
+            print("topics exist already")
+            return
     stale = [t for t in topics if t in existing]
     if stale:
         futures = admin.delete_topics(stale, operation_timeout=TIMEOUT, request_timeout=TIMEOUT)
@@ -502,9 +510,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("create-topics", "produce", "summary"):
         sub = commands.add_parser(name)
-        sub.add_argument("--config", required=True, help="the connector's YAML configuration")
+        sub.add_argument("--config", help="the connector's YAML configuration (env overrides)")
         if name == "create-topics":
             sub.add_argument("--partitions", type=int, default=3)
+            sub.add_argument(
+                "--keep-existing",
+                action="store_true",
+                help="create only missing topics (default: delete and recreate them)",
+            )
         if name in ("produce", "summary"):
             sub.add_argument("--manifest", type=Path, required=True)
         if name == "produce":
@@ -518,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from(args.config)
     if args.command == "create-topics":
-        create_topics(settings, args.partitions)
+        create_topics(settings, args.partitions, keep_existing=args.keep_existing)
     elif args.command == "produce":
         produce(settings, load_samples(args.samples), args.manifest)
     else:
