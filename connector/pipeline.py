@@ -271,6 +271,7 @@ class Pipeline:
         if isinstance(outcome, Succeeded):
             extra["event_id"] = decoded.event_id
             extra["run_id"] = outcome.run.get("run_id")
+            extra["request_id"] = decoded.create_request_id
             extra["polls"] = outcome.polls
             log.info("record finished", extra=extra)
         else:
@@ -280,6 +281,7 @@ class Pipeline:
                 run_id=why.run_id,
                 error_code=why.error_code,
                 http_status=why.http_status,
+                request_id=why.request_id,
                 reason=why.message,
             )
             log.info("record dead-lettered", extra=extra)

@@ -78,6 +78,7 @@ class RunRequest:
     metadata: Any
     redrive_generation: int
     kit_from_event: bool = False  # the record chose its own Kit (kit errors are its fault)
+    create_request_id: str | None = None  # X-Request-Id of the accepted create (for support)
 
 
 @dataclass(slots=True, frozen=True)
@@ -388,6 +389,7 @@ class DeadLetterContext:
     http_status: int | None = None
     attempts: int | None = None
     stacktrace: str | None = None
+    request_id: str | None = None  # X-Request-Id of the failing request: logged, not a header
 
 
 def dead_letter_headers(

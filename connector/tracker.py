@@ -196,6 +196,7 @@ class RunTracker:
             if self._adaptive is not None:
                 self._adaptive.succeeded()
             metrics.RUNS_CREATED.inc()
+            request.create_request_id = result.request_id
             return result, submitted_at, time.perf_counter()
 
     # --- track ---------------------------------------------------------------------------
@@ -359,6 +360,7 @@ class RunTracker:
                 error_message=str(error) if error else None,
                 http_status=error.status if error else None,
                 attempts=attempts,
+                request_id=getattr(error, "request_id", None) or request.create_request_id,
             ),
             time.perf_counter(),
         )

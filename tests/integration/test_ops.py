@@ -88,7 +88,10 @@ def test_live_metrics_pass_promtool_and_probes_answer(
     assert b"smz_test_integration_key" not in raw
     finished = [e for e in connector.logs() if e.get("message") == "record finished"]
     assert len(finished) == 50
-    assert all({"topic", "partition", "offset", "event_id", "run_id"} <= e.keys() for e in finished)
+    assert all(
+        {"topic", "partition", "offset", "event_id", "run_id", "request_id"} <= e.keys()
+        for e in finished
+    )
     assert b"budget" not in raw  # no transcript text
     deadline = time.monotonic() + 10  # the summary comes every second
     while not any(e.get("message") == "summary" for e in connector.logs()):
