@@ -108,6 +108,8 @@ def test_a_revoked_key_halts_without_dead_letters_and_resumes(
         time.sleep(0.2)
     samples = connector.metrics()
     assert samples['semarize_connector_halted{reason="credentials"}'] == 1
+    status, _ = connector.get("/healthz")
+    assert status == 200  # a halt must never make Kubernetes restart a healthy pod
     time.sleep(3)
     paused = connector.metrics()["semarize_connector_paused_partitions"]
     created_while_halted = sim.stats()["runs_created"]
