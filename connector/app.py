@@ -236,16 +236,19 @@ class Connector:
         return ok, details
 
     def _stuck_partitions(self) -> list[str]:
-        if not self.gate.healthy or self.pauses.snapshot()[0]:
+        """Partitions with work waiting (lag, or records in flight) whose committable offset
+        has not moved for health.stuck_after_seconds while the API is healthy and nothing is
+        halted: only a restart helps those."""
+        paused_all, halted = self.pauses.snapshot()
+        if not self.gate.healthy or paused_all:
             return []  # an outage or a halt must never restart a healthy pod
         limit = self.settings.stuck_after_seconds
         now = time.monotonic()
         stuck = []
-        for (topic, partition), work in self.pipeline.partitions.items():
-            if work.offsets.unfinished and work.started:
-                oldest = min(work.started.values())
-                if now - oldest > limit:
-                    stuck.append(f"{topic}/{partition}")
+        for tp, work in self.pipeline.partitions.items():
+            waiting = work.offsets.unfinished or self.source.lag.get(tp, (0, 0))[0] > 0
+            if waiting and tp not in halted and now - work.offsets.moved_at > limit:
+                stuck.append(f"{tp[0]}/{tp[1]}")
         return stuck
 
     def readiness(self) -> tuple[bool, dict[str, object]]:

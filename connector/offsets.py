@@ -17,6 +17,7 @@ never reach a commit (the owner of the new state is another assignment or anothe
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Container
 
@@ -34,6 +35,7 @@ class PartitionOffsets:
         "commit_requested",
         "committable",
         "committed",
+        "moved_at",
         "partition",
         "revoked",
         "topic",
@@ -50,6 +52,7 @@ class PartitionOffsets:
         self.committed: int | None = None  # last offset a commit confirmed
         self.commit_requested: int | None = None
         self.revoked = False
+        self.moved_at = time.monotonic()  # when the committable offset last moved
 
     def track(self, offset: int) -> None:
         if offset <= self._last_tracked:
@@ -72,6 +75,7 @@ class PartitionOffsets:
                 done.discard(last)
                 self._awaiting_commit.append(last)
             self.committable = last + 1
+            self.moved_at = time.monotonic()
             return True
         self._done.add(offset)
         return False

@@ -97,3 +97,39 @@ def test_live_metrics_pass_promtool_and_probes_answer(
     while not any(e.get("message") == "summary" for e in connector.logs()):
         assert time.monotonic() < deadline, connector.tail()
         time.sleep(0.2)
+
+
+def test_a_partition_stuck_while_the_api_looks_healthy_fails_liveness(
+    kafka_bootstrap: str,
+    pipeline_topics: Any,
+    simulator_factory: Any,
+    connector_factory: ConnectorFactory,
+) -> None:
+    """Requests that hang (no error, so the circuit stays closed) hold the partition: once
+    its committable offset has not moved for health.stuck_after_seconds, /healthz fails so
+    Kubernetes restarts the pod."""
+    topics: Topics = pipeline_topics(1)
+    sim = simulator_factory("--run-duration-ms", "50:100", "--retry-after", "0")
+    produce(kafka_bootstrap, topics.input, [transcript_event(i) for i in range(5)])
+    connector = connector_factory(
+        api_url=sim.url,
+        topics=topics,
+        config={
+            "run": {"deadline_seconds": 1},
+            "health": {"stuck_after_seconds": 3},
+            "semarize": {"read_timeout_seconds": 120},
+        },
+    )
+    connector.wait_ready(60)
+    sim.faults(slow_rate=1.0, slow_ms="60000")
+    produce(kafka_bootstrap, topics.input, [transcript_event(100 + i) for i in range(5)])
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = connector.get("/healthz")
+        if status == 503:
+            assert b"stuck_partitions" in body
+            break
+        assert time.monotonic() < deadline, connector.tail()
+        time.sleep(0.5)
+    status, _ = connector.get("/readyz")
+    assert status == 200  # stuck is a liveness matter: it does not take the pod out of service
