@@ -7,6 +7,7 @@ ones out), so shares are of the CPU the connector's Python threads used.
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,9 +54,24 @@ class Profile:
     connector_owner: Counter[str] = field(default_factory=Counter)
 
 
+def read_text(path: Path) -> str:
+    """A raw profile, plain or gzip-compressed (``.gz``)."""
+    if path.suffix == ".gz":
+        return gzip.decompress(path.read_bytes()).decode()
+    return path.read_text()
+
+
+def compress(path: Path) -> Path:
+    """Replace ``path`` by ``path.gz`` (the raw stacks compress about 15:1)."""
+    target = path.with_name(path.name + ".gz")
+    target.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+    path.unlink()
+    return target
+
+
 def parse(path: Path) -> Profile:
     prof = Profile()
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue

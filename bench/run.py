@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
 from bench import profile as profiling
 from bench import report, scenarios
 from bench.chart import Point, throughput_chart
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     broker = KafkaBroker(workdir / "kafka")
     broker.start()
+    _quiet_admin_client(broker.bootstrap_servers)
     log(
         f"Kafka broker on {broker.bootstrap_servers} (started in {broker.last_start_seconds:.1f} s)"
     )
@@ -236,6 +239,12 @@ def _add_contention(result: ScenarioResult) -> None:
     ]
 
 
+def _quiet_admin_client(bootstrap: str) -> None:
+    """The admin client tests/kafka_admin.py keeps per cluster, made before it would be, with
+    librdkafka's notices off: it logged every deleted topic ("partition count changed")."""
+    kafka_admin._ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+
+
 def _drop_kafka_clients(bootstrap: str) -> None:
     """Destroy the admin client tests/kafka_admin.py keeps per cluster, so it does not log
     connection failures once the broker is gone (nothing is queued in it by now)."""
@@ -287,7 +296,8 @@ def _profile(bench: Bench, out: Path, recorded: Path | None) -> tuple[str, list[
             if not recorded.exists():
                 parts.append("The overhead-async run did not leave a profile.")
                 continue
-            raw, title = recorded, "Overhead scenario, async mode (the measured quick run)"
+            title = "Overhead scenario, async mode (the measured quick run)"
+            raw = profiling.compress(recorded)
             prof = profiling.parse(raw)
             summary = profiling.summary_markdown(prof, title)
             (profiles / "overhead-async.md").write_text(summary)
@@ -302,6 +312,7 @@ def _profile(bench: Bench, out: Path, recorded: Path | None) -> tuple[str, list[
             _loud(traceback.format_exc())
             parts.append(f"Profiling ({mode}) failed: {type(exc).__name__}: {exc}")
             continue
+        raw = profiling.compress(raw)
         prof = profiling.parse(raw)
         title = f"Overhead scenario, {mode} mode ({result.params['events']:,} events)"
         summary = profiling.summary_markdown(prof, title)
@@ -312,8 +323,8 @@ def _profile(bench: Bench, out: Path, recorded: Path | None) -> tuple[str, list[
         run = result.runs[0]
         parts.append(
             summary + f"\nThis run: {run['events_per_second']:,.0f} events/s with py-spy attached. "
-            f"Raw stacks: [profiles/{raw.name}](profiles/{raw.name}) (py-spy raw format; "
-            "`flamegraph.pl` or speedscope read it).\n"
+            f"Raw stacks: [profiles/{raw.name}](profiles/{raw.name}) (py-spy's raw format, "
+            "gzip-compressed; `zcat | flamegraph.pl` or speedscope read it).\n"
         )
     dominant = "".join(f"- {line}\n" for line in lines)
     text = (f"What dominates:\n\n{dominant}\n" if dominant else "") + "\n".join(parts)

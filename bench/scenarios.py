@@ -154,6 +154,7 @@ def latency_bound(bench: Bench) -> ScenarioResult:
                 share_of_ideal=ex.throughput / ideal,
                 mean_in_flight=ex.mean_in_flight(),
                 mean_runs_at_api=sum(o.completed - o.submitted for o in ex.outputs) / ex.window,
+                slot_overhead_seconds=in_flight / ex.throughput - run_seconds,
                 mean_create_to_output_seconds=statistics.fmean(service),
                 mean_notice_delay_seconds=statistics.fmean(
                     o.completed - o.submitted - (o.duration or 0) for o in ex.outputs
@@ -174,6 +175,12 @@ def latency_bound(bench: Bench) -> ScenarioResult:
                 "%",
                 [100 * r["share_of_ideal"] for r in runs],
                 digits=1,
+            ),
+            Figure(
+                f"slot time outside the run per cycle (C / throughput - L) at C = {in_flight}",
+                "s",
+                [r["slot_overhead_seconds"] for r in runs],
+                digits=3,
             ),
             Figure(
                 f"mean records held (consumed, not committed) at C = {in_flight}",
