@@ -210,7 +210,7 @@ WEBHOOK_DELIVERIES = Counter(
     ["result"],
     registry=REGISTRY,
 )
-for _result in (
+WEBHOOK_RESULTS = (
     "accepted",
     "duplicate",
     "ignored",
@@ -218,7 +218,8 @@ for _result in (
     "malformed",
     "too_large",
     "publish_failed",
-):
+)
+for _result in WEBHOOK_RESULTS:
     WEBHOOK_DELIVERIES.labels(result=_result)
 WEBHOOK_COMPLETIONS = Counter(
     _name("webhook_completions_total"),

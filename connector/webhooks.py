@@ -44,15 +44,6 @@ MAX_BODY_BYTES = 1024 * 1024
 # Answer well inside the provider's 10 s: a slower 2xx counts as a failed delivery anyway.
 PUBLISH_TIMEOUT_SECONDS = 8.0
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-DELIVERY_RESULTS = (
-    "accepted",
-    "duplicate",
-    "ignored",
-    "bad_signature",
-    "malformed",
-    "too_large",
-    "publish_failed",
-)
 
 _MAX_SIGNATURE_HEADER = 4096
 _MAX_V1 = 16  # more signatures than any rotation needs: refuse rather than compare them all
