@@ -152,6 +152,8 @@ HALTED = Gauge(
     ["reason"],
     registry=REGISTRY,
 )
+for _reason in ("credentials", "configuration"):
+    HALTED.labels(reason=_reason)
 CONCURRENCY_LIMIT = Gauge(
     _name("concurrency_limit"),
     "Current adaptive limit on records in flight (between 1 and pipeline.max_in_flight).",
