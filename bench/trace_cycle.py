@@ -128,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append(f"{at[-1] - appended:+.3f}" if at else "   -  ")
             row += "  |   " + "    ".join(steps) + f"  {nxt - appended:+.3f}"
         print(row)
+    spans = sorted(o.completed - o.submitted for o in outputs[c:])
+    if spans:
+        quantiles = ", ".join(
+            f"p{q} {spans[min(len(spans) - 1, len(spans) * q // 100)]:.3f}"
+            for q in (0, 10, 50, 80, 90, 95, 99, 100)
+        )
+        print(f"\ncreate sent to completion noticed, waves 1+ (s): {quantiles}")
     print(
         f"\nslot cycle C / throughput = {c / ex.throughput:.3f} s for runs of "
         f"{args.run_ms / 1000:g} s; connector log: {logs[0]}"

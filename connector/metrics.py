@@ -8,10 +8,21 @@ says what each one is for.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 PREFIX = "semarize_connector"
+
+
+@functools.cache
+def series(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once: per-record code calls this many times a
+    second. Only for series that are never removed (bounded labels, see above)."""
+    return metric.labels(*values)
+
 
 # Outcomes a record can finish with: success or one dead-letter kind.
 OUTCOMES = (

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("connector.pipeline")
 
 _DELIVERY_RETRY_SECONDS = 1.0
+_FULL_CHECK_SECONDS = 0.01
 
 
 @dataclass(slots=True)
@@ -133,7 +134,7 @@ class Pipeline:
             if work is None or work.offsets.revoked:
                 orphans += 1  # arrived after revoke: the new owner reads it again
                 continue
-            metrics.RECORDS_CONSUMED.labels(topic=record.topic).inc()
+            metrics.series(metrics.RECORDS_CONSUMED, record.topic).inc()
             work.offsets.track(record.offset)
             work.started[record.offset] = now
             work.tasks[record.offset] = asyncio.create_task(
@@ -259,7 +260,7 @@ class Pipeline:
         offset = record.offset
         work.tasks.pop(offset, None)
         work.started.pop(offset, None)
-        metrics.RECORDS_FINISHED.labels(outcome=kind).inc()
+        metrics.series(metrics.RECORDS_FINISHED, kind).inc()
         self.finished_total += 1
         if kind != "succeeded":
             self.dead_letters_total += 1
@@ -301,7 +302,19 @@ class Pipeline:
                     self._commit_wanted.set()
                 self._commit_done.clear()
                 self._commit_in_flight = False
-            await asyncio.sleep(self._s.commit_interval)
+            await self._pace_commits()
+
+    async def _pace_commits(self) -> None:
+        """Commits go out every `commit_interval`, except when the pipeline is full: then
+        records wait for slots that only a commit frees, so commit again without delay."""
+        interval = self._s.commit_interval
+        waited = 0.0
+        while waited < interval:
+            step = min(_FULL_CHECK_SECONDS, interval - waited)
+            await asyncio.sleep(step)
+            waited += step
+            if self.capacity.available <= 0:
+                return
 
     def request_commit(self) -> bool:
         offsets = []

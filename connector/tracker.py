@@ -39,6 +39,8 @@ log = logging.getLogger("connector.tracker")
 # While the circuit is open, runs are still tracked, but at this slower pace.
 _OPEN_CIRCUIT_POLL_SECONDS = 5.0
 _GET_NOT_FOUND_TRIES = 3
+_FIRST_POLL_MARGIN = 1.02
+_NEAR_MISS_MIN_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -197,7 +199,10 @@ class RunTracker:
                 self._adaptive.succeeded()
             metrics.RUNS_CREATED.inc()
             request.create_request_id = result.request_id
-            return result, submitted_at, time.perf_counter()
+            # The API starts the run's clock when it gets the create: time polls from the
+            # send (after any rate-limit wait), not from the answer, or every first poll
+            # comes a round trip late.
+            return result, submitted_at, result.sent_at or time.perf_counter()
 
     # --- track ---------------------------------------------------------------------------
     async def _poll(
@@ -212,7 +217,7 @@ class RunTracker:
         waiter: asyncio.Future[Completion] | None,
     ) -> Outcome:
         gate = self._gate
-        delay = self._first_delay(created.retry_after)
+        delay = self._first_delay(created.retry_after, time.perf_counter() - create_mono)
         if waiter is not None and created.body.get("status") not in TERMINAL_STATUSES:
             # Wait for the webhook; poll only when none came (a receipt already saying
             # terminal is a replayed key of a finished run: read it at once).
@@ -283,19 +288,30 @@ class RunTracker:
             body = result.body
             if body.get("status") in TERMINAL_STATUSES:
                 return self._terminal(body, request, submitted_at, create_mono, polls, via=via)
-            delay = self._next_delay(delay, result.retry_after, create_mono)
+            delay = self._next_delay(result.retry_after, create_mono, polls)
 
-    def _first_delay(self, retry_after: float | None) -> float:
+    def _first_delay(self, retry_after: float | None, since_sent: float = 0.0) -> float:
         estimate = self.durations.median()
-        delay = self._s.poll_initial_seconds if estimate is None else estimate * 1.05
+        if estimate is None:
+            delay = self._s.poll_initial_seconds
+        else:
+            # Just after the typical run ends: a poll too early costs a GET and a later one
+            # (a run this old grows its poll interval), one too late costs latency.
+            delay = max(0.0, estimate * _FIRST_POLL_MARGIN - since_sent)
         if retry_after is not None:
             delay = max(delay, retry_after)
         return min(delay, self._s.poll_max_seconds)
 
-    def _next_delay(self, previous: float, retry_after: float | None, create_mono: float) -> float:
+    def _next_delay(self, retry_after: float | None, create_mono: float, polls: int) -> float:
         age = time.perf_counter() - create_mono
-        # Grow with the run's age (a run this old is a long one), within [initial, max].
-        delay = min(self._s.poll_max_seconds, max(self._s.poll_initial_seconds, age * 0.25))
+        estimate = self.durations.median()
+        if polls == 1 and estimate is not None and age < estimate * 1.5:
+            # The first poll, timed on the typical duration, just missed the end: the run is
+            # most likely about to finish.
+            delay = max(_NEAR_MISS_MIN_SECONDS, estimate * 0.1)
+        else:
+            # Grow with the run's age (a run this old is a long one), within [initial, max].
+            delay = min(self._s.poll_max_seconds, max(self._s.poll_initial_seconds, age * 0.25))
         if retry_after is not None:
             delay = max(delay, retry_after)
         return delay
@@ -310,7 +326,7 @@ class RunTracker:
         via: str = "poll",
     ) -> Outcome:
         noticed = time.perf_counter()
-        metrics.COMPLETIONS_NOTICED.labels(via=via).inc()
+        metrics.series(metrics.COMPLETIONS_NOTICED, via).inc()
         status = body.get("status")
         run_id = str(body.get("run_id", ""))
         duration_ms = body.get("duration_ms")

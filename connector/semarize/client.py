@@ -6,6 +6,7 @@ error classes of `connector.semarize.errors`.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from connector.semarize.errors import RecordRejected, TransportFailure, classify
 from connector.semarize.retry import RateLimitSignal, TokenBucket, parse_retry_after
 from connector.semarize.transport import Request, Response, Transport
 
+# Request ids: unique per process start (random prefix), cheap per request (a counter).
+_REQUEST_ID_PREFIX = uuid.uuid4().hex[:16]
+_request_numbers = itertools.count(1)
+
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 USER_AGENT = "semarize-connector"
 
@@ -32,6 +37,7 @@ class ApiResult:
     body: dict[str, Any]
     retry_after: float | None
     request_id: str
+    sent_at: float = 0.0  # perf_counter just before the request went out
 
 
 class SemarizeClient:
@@ -85,7 +91,7 @@ class SemarizeClient:
             "Authorization": self._auth,
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
-            "X-Request-Id": uuid.uuid4().hex,
+            "X-Request-Id": f"{_REQUEST_ID_PREFIX}{next(_request_numbers):08x}",
         }
 
     async def _call(self, route: str, request: Request, record_chose_kit: bool) -> ApiResult:
@@ -100,16 +106,16 @@ class SemarizeClient:
             exc.request_id = request_id  # type: ignore[attr-defined]
             raise
         finally:
-            metrics.HTTP_REQUEST_DURATION.labels(route=route).observe(time.perf_counter() - started)
+            metrics.series(metrics.HTTP_REQUEST_DURATION, route).observe(
+                time.perf_counter() - started
+            )
         if self._signal is not None:
             self._signal.record(response.status == 429)
         body = _json_object(response)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if 200 <= response.status < 300 and body is not None:
-            metrics.HTTP_REQUESTS.labels(
-                route=route, status=str(response.status), error_code=""
-            ).inc()
-            return ApiResult(response.status, body, retry_after, request_id)
+            metrics.series(metrics.HTTP_REQUESTS, route, str(response.status), "").inc()
+            return ApiResult(response.status, body, retry_after, request_id, started)
         if 200 <= response.status < 300:
             metrics.HTTP_REQUESTS.labels(
                 route=route, status=str(response.status), error_code="bad_body"

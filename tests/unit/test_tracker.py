@@ -611,4 +611,27 @@ def test_durations_feed_the_first_poll_estimate(virtual_sleep: list[Harness]) ->
     assert s.tracker.durations.median() == 4.0
     s.harness.log.clear()
     track(s)
-    assert s.harness.sleep_before("GET", 0) == pytest.approx(4.2)
+    assert s.harness.sleep_before("GET", 0) == pytest.approx(4.08, abs=0.01)
+
+
+def test_a_first_poll_that_just_missed_the_end_is_repeated_soon(
+    virtual_sleep: list[Harness],
+) -> None:
+    s = setup(virtual_sleep, [accepted()], [detail("succeeded", duration_ms=4000)])
+    track(s)  # teaches the estimator: runs take 4 s
+    s.harness.log.clear()
+    s.harness.gets.replace([detail("running"), detail("succeeded", duration_ms=4100)])
+    outcome = track(s)
+    assert isinstance(outcome, Succeeded)
+    assert s.harness.sleep_before("GET", 0) == pytest.approx(4.08, abs=0.01)
+    assert s.harness.sleep_before("GET", 1) == pytest.approx(0.4)  # a tenth of the median
+
+
+def test_a_near_miss_repeat_still_waits_for_the_retry_after(virtual_sleep: list[Harness]) -> None:
+    s = setup(virtual_sleep, [accepted()], [detail("succeeded", duration_ms=4000)])
+    track(s)
+    s.harness.log.clear()
+    running = reply(200, {"run_id": "run_1", "status": "running"}, {"Retry-After": "2"})
+    s.harness.gets.replace([running, detail("succeeded", duration_ms=4100)])
+    track(s)
+    assert s.harness.sleep_before("GET", 1) == 2.0
