@@ -1,11 +1,8 @@
 """The consumer: a thread that owns the confluent-kafka Consumer.
 
-It hands the pipeline only as many records as it has room for, pauses every partition while
+It fetches only as many records as the pipeline has room for, pauses every partition while
 the pipeline is full or the API is unusable (and keeps polling, so the group membership
-stays alive), and runs the rebalance callbacks. While the pipeline is full it reads a little
-ahead (`Readahead`): a resumed partition is fetched again from the broker, which takes up to
-`fetch.wait.max.ms`, and a slot freed meanwhile would sit idle; read-ahead records are not
-started, so a crash simply reads them again. On revoke it asks the event loop to hand
+stays alive), and runs the rebalance callbacks. On revoke it asks the event loop to hand
 over the revoked partitions (finish what can finish within a budget, give back their
 committable offsets) and commits those synchronously before the partitions move.
 
@@ -24,7 +21,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -39,9 +35,6 @@ log = logging.getLogger("connector.kafka_source")
 
 TP = tuple[str, int]
 _BATCH = 500
-# Read-ahead bounds: enough to cover one refetch at full speed, small enough to ignore.
-_READAHEAD_RECORDS = 1000
-_READAHEAD_BYTES = 16 * 1024 * 1024
 
 
 class Capacity:
@@ -105,61 +98,6 @@ class PauseControl:
             }
 
 
-class Readahead:
-    """Messages fetched while the pipeline was full: handed over first, in offset order per
-    partition, when slots free up; dropped when their partition leaves (consumer thread only)."""
-
-    def __init__(self, max_records: int, max_bytes: int = _READAHEAD_BYTES) -> None:
-        self.max_records = max(1, max_records)
-        self.max_bytes = max_bytes
-        self._by_partition: dict[TP, deque[Any]] = {}
-        self.count = 0
-        self.size = 0
-
-    @property
-    def full(self) -> bool:
-        return self.count >= self.max_records or self.size >= self.max_bytes
-
-    @property
-    def low(self) -> bool:
-        """Drained to half: time to fetch again, before the rest runs out."""
-        return self.count <= self.max_records // 2 and self.size <= self.max_bytes // 2
-
-    def add(self, messages: list[Any]) -> None:
-        for message in messages:
-            tp = (message.topic(), message.partition())
-            self._by_partition.setdefault(tp, deque()).append(message)
-            self.count += 1
-            self.size += len(message.value() or b"")
-
-    def take(self, n: int, paused: set[TP]) -> list[Any]:
-        """Up to `n` messages of partitions not in `paused`, oldest first per partition."""
-        taken: list[Any] = []
-        for tp, queued in list(self._by_partition.items()):
-            if tp in paused:
-                continue
-            while queued and len(taken) < n:
-                message = queued.popleft()
-                self.count -= 1
-                self.size -= len(message.value() or b"")
-                taken.append(message)
-            if not queued:
-                del self._by_partition[tp]
-            if len(taken) >= n:
-                break
-        return taken
-
-    def drop(self, tps: list[TP] | set[TP]) -> list[Any]:
-        """Forget the partitions' messages; returns them."""
-        dropped: list[Any] = []
-        for tp in tps:
-            for message in self._by_partition.pop(tp, ()):
-                self.count -= 1
-                self.size -= len(message.value() or b"")
-                dropped.append(message)
-        return dropped
-
-
 RevokeHandler = Callable[[list[TP], bool], Coroutine[Any, Any, dict[TP, int]]]
 
 
@@ -186,6 +124,9 @@ def consumer_config(
         "session.timeout.ms": 45000,
         "max.poll.interval.ms": 300000,
         "fetch.max.bytes": 52428800,
+        # A partition resumed after a pause is fetched again, behind any fetch still
+        # waiting at the broker: 500 ms (the default) of idle slots after every pause.
+        "fetch.wait.max.ms": 100,
     }
     if exactly_once:
         config["isolation.level"] = "read_committed"
@@ -226,9 +167,7 @@ class KafkaSource:
         self._thread: threading.Thread | None = None
         self._assigned: set[TP] = set()
         self._paused: set[TP] = set()
-        self.readahead = Readahead(min(capacity.limit, _READAHEAD_RECORDS))
-        self._held_partitions: set[TP] = set()  # paused for a reason of their own
-        self._blocked: set[TP] = set()  # no records may go to the pipeline (not just full)
+        self._resume_threshold = max(1, capacity.limit // 10)
         self._full = False
         self.broker_up = False
         self.last_broker_error: str | None = None
@@ -320,42 +259,31 @@ class KafkaSource:
             self.closed.set()
 
     def _step(self) -> None:
-        """One turn: run queued calls, apply pauses, hand over what fits, fetch."""
+        """One turn: run queued calls, apply pauses, fetch only what fits."""
         consumer = self._consumer
         self._run_calls()
         self._apply_pauses()
         room = self.capacity.available
-        if room > 0 and self.readahead.count:
-            self._deliver(self.readahead.take(min(room, _BATCH), self._blocked))
-            room = self.capacity.available
-        # Records read ahead wait for slots freed on the event loop: look often.
-        wait = 0.01 if self.readahead.count else 0.05
-        if self._all_paused():
-            message = consumer.poll(wait)  # serve callbacks, keep membership
+        if room <= 0 or self._all_paused():
+            message = consumer.poll(0.05)  # serve callbacks, keep membership
             if message is not None:
-                self._read_ahead([message])
-        elif room > 0:
-            messages = consumer.consume(min(room, _BATCH), wait)
-            if messages:
-                self._deliver(messages)
-        else:
-            want = self.readahead.max_records - self.readahead.count
-            messages = consumer.consume(max(1, min(want, _BATCH)), wait)
-            if messages:
-                self._read_ahead(messages)
+                self._give_back([message])
+            return
+        messages = consumer.consume(min(room, _BATCH), 0.05)
+        if messages:
+            self._deliver(messages)
 
     def _deliver(self, messages: list[Any]) -> None:
-        """Hand messages to the pipeline; those of blocked partitions wait in the read-ahead."""
         records: list[SourceRecord] = []
-        held: list[Any] = []
+        stale = []
         for message in messages:
             error = message.error()
             if error is not None:
                 self._on_error(error)
                 continue
             tp = (message.topic(), message.partition())
-            if tp in self._blocked:
-                held.append(message)  # fetched before the pause took effect
+            if tp in self._paused:
+                stale.append(message)  # fetched before the pause took effect: refetch later
                 continue
             _, timestamp = message.timestamp()
             records.append(
@@ -369,38 +297,21 @@ class KafkaSource:
                     message.headers(),
                 )
             )
-        if held:
-            self._read_ahead(held)
+        if stale:
+            self._give_back(stale)
         if records:
             self.broker_up = True
             self.capacity.take(len(records))
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._on_records, records)
 
-    def _read_ahead(self, messages: list[Any]) -> None:
-        """Keep messages for later; librdkafka's position is already past them, so no seek."""
-        kept, given_back = [], []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                self._on_error(error)
-                continue
-            tp = (message.topic(), message.partition())
-            if tp in self._held_partitions:
-                given_back.append(message)  # paused for its own sake: may stay so a long time
-            elif tp in self._assigned:
-                kept.append(message)
-        if kept:
-            self.broker_up = True
-            self.readahead.add(kept)
-        if given_back:
-            self._give_back(given_back)
-
     def _give_back(self, messages: list[Any]) -> None:
         """Rewind to the first offset we did not hand over, per partition."""
         first: dict[TP, int] = {}
         for message in messages:
-            first.setdefault((message.topic(), message.partition()), message.offset())
+            if message.error() is None:
+                tp = (message.topic(), message.partition())
+                first.setdefault(tp, message.offset())
         for (topic, partition), offset in first.items():
             if (topic, partition) in self._assigned:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
@@ -409,22 +320,12 @@ class KafkaSource:
         return bool(self._assigned) and self._paused >= self._assigned
 
     def _apply_pauses(self) -> None:
-        # Full: no room and nothing more to read ahead. Resume once the read-ahead is half
-        # used, so the refetch overlaps with handing over the other half.
-        if self.capacity.available <= 0 and self.readahead.full:
+        room = self.capacity.available
+        if room <= 0:
             self._full = True
-        elif self._full and self.readahead.low:
+        elif self._full and room >= min(self._resume_threshold, self.capacity.limit):
             self._full = False
         pause_all, per_partition = self.pauses.snapshot()
-        held = per_partition & self._assigned
-        if held != self._held_partitions:
-            # A partition paused for its own sake (a refused record) gives its read-ahead
-            # back: it may stay paused long, and must not block the others' read-ahead.
-            newly_held = held - self._held_partitions
-            self._held_partitions = held
-            if newly_held:
-                self._give_back(self.readahead.drop(newly_held))
-        self._blocked = set(self._assigned) if pause_all else held
         wanted = set(self._assigned) if self._full or pause_all else per_partition & self._assigned
         if wanted == self._paused:
             return
@@ -481,12 +382,9 @@ class KafkaSource:
                 self._report_commit(list(offsets.items()), ok=True)
             except Exception as exc:
                 log.warning("commit on revoke failed: %s", exc)
-        self.readahead.drop(tps)  # the new owner reads them from the committed offset
         for tp in tps:
             self._assigned.discard(tp)
             self._paused.discard(tp)
-            self._held_partitions.discard(tp)
-            self._blocked.discard(tp)
             self.lag.pop(tp, None)
         metrics.PAUSED_PARTITIONS.set(len(self._paused))
 

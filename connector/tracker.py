@@ -150,7 +150,7 @@ class RunTracker:
         attempts = 0
         last_error: SemarizeError | None = None
         while True:
-            await gate.wait_until_usable()
+            await gate.wait_until_usable(create=True)
             if self._expired(started):
                 return self._dead(
                     "deadline_exceeded",
@@ -160,6 +160,9 @@ class RunTracker:
                     attempts,
                 )
             attempts += 1
+            # A half-open probe (or a halt's trial) tests the API, not the record: its
+            # failure costs the record no attempt.
+            probing = not gate.healthy
             submitted_at = time.time()
             try:
                 assert request.body is not None
@@ -169,8 +172,11 @@ class RunTracker:
                     record_chose_kit=request.kit_from_event,
                 )
             except RetryableError as exc:
+                gate.create_answered()
                 gate.record_failure()
                 last_error = exc
+                if probing:
+                    attempts -= 1
                 if isinstance(exc, RateLimited) and self._adaptive is not None:
                     self._adaptive.rate_limited()
                 if attempts >= self._s.max_create_attempts and gate.healthy:
@@ -189,11 +195,13 @@ class RunTracker:
                 attempts -= 1  # a halt is not the record's fault: it costs no attempt
                 continue
             except RecordRejected as exc:
+                gate.create_answered()
                 gate.probe_finished()
                 gate.record_success()  # the API answered: it is up
                 return self._dead(
                     "request_rejected", request, f"the API rejected the run: {exc}", exc, attempts
                 )
+            gate.create_answered()
             gate.record_success()
             if self._adaptive is not None:
                 self._adaptive.succeeded()
@@ -310,8 +318,10 @@ class RunTracker:
             # most likely about to finish.
             delay = max(_NEAR_MISS_MIN_SECONDS, estimate * 0.1)
         else:
-            # Grow with the run's age (a run this old is a long one), within [initial, max].
-            delay = min(self._s.poll_max_seconds, max(self._s.poll_initial_seconds, age * 0.25))
+            # Grow with the run's age (a run this old is a long one: exponential, x1.25 a
+            # poll), jittered, within [initial, max].
+            delay = self._poll_backoff.spread(age * 0.25)
+            delay = min(self._s.poll_max_seconds, max(self._s.poll_initial_seconds, delay))
         if retry_after is not None:
             delay = max(delay, retry_after)
         return delay

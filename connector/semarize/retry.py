@@ -54,6 +54,10 @@ class Backoff:
         self.maximum = maximum
         self._rng = rng
 
+    def spread(self, value: float, fraction: float = 0.1) -> float:
+        """`value` within +/- `fraction`: polls of runs created together drift apart."""
+        return value * (1.0 - fraction + 2.0 * fraction * self._rng())
+
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Delay before retry number `attempt` (1 = the first retry)."""
         cap = min(self.maximum, self.initial * 2.0 ** min(attempt - 1, 30))
@@ -95,6 +99,13 @@ class ApiGate:
         self._opened_at = 0.0
         self._probe_in_flight = False
         self.halt_error: HaltError | None = None
+        # The halt probe sees only credentials and the Kit; a halt about something else (the
+        # mode, a 403 on runs alone) shows only on a create. So a passed probe lets one
+        # create through as a trial, and only its answer lifts the halt: no flood of
+        # refused creates, no new "halted" line every probe.
+        self._trial_open = False
+        self._trial_taken = False
+        self._create_waiters = 0
         self._changed = asyncio.Event()
         self._unhealthy_since: float | None = None
         self._unhealthy_total = 0.0
@@ -188,6 +199,14 @@ class ApiGate:
 
     # --- halt --------------------------------------------------------------------------
     def halt(self, error: HaltError) -> None:
+        if self._trial_taken:
+            # The trial create was refused again: stay halted, quietly (one line per halt).
+            log.info(
+                "still halted: the trial create was refused (%s)",
+                error.error_code or f"HTTP {error.status}",
+            )
+            self._trial_open = self._trial_taken = False
+            return
         if self.halt_error is None:
             log.error(
                 "halted: the API refused the connector's %s (%s); creating nothing until it "
@@ -200,15 +219,49 @@ class ApiGate:
             self._notify()
 
     def resume(self) -> None:
-        if self.halt_error is not None:
-            log.info("halt lifted: the API accepts the connector's requests again")
-            self.halt_error = None
-            self._notify()
+        """The halt probe passed. With creates waiting, one of them goes first as a trial
+        (`create_answered` lifts the halt); with none waiting, the halt is lifted now."""
+        if self.halt_error is None:
+            return
+        if self._create_waiters == 0 and not self._trial_taken:
+            self._lift()
+            return
+        # A trial taken a whole probe interval ago with no verdict (its record revoked):
+        # let another create try.
+        self._trial_open, self._trial_taken = True, False
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def create_answered(self) -> None:
+        """A create got an answer other than a halt (a run, a rejection, a retryable
+        error): whatever the halt was about is fixed."""
+        if self._trial_taken:
+            self._lift()
+
+    def _lift(self) -> None:
+        log.info("halt lifted: the API accepts the connector's requests again")
+        self.halt_error = None
+        self._trial_open = self._trial_taken = False
+        self._notify()
 
     # --- waiting -----------------------------------------------------------------------
-    async def wait_until_usable(self) -> None:
-        """Return when a request may be sent: not halted, circuit closed or probing."""
+    async def wait_until_usable(self, *, create: bool = False) -> None:
+        """Return when a request may be sent: not halted, circuit closed or probing. A
+        create may also go as the trial of a halt the probe found fixed."""
+        if create:
+            self._create_waiters += 1
+        try:
+            await self._wait_until_usable(create)
+        finally:
+            if create:
+                self._create_waiters -= 1
+
+    async def _wait_until_usable(self, create: bool) -> None:
         while True:
+            trial_free = self._trial_open and not self._trial_taken
+            if self.halt_error is not None and create and trial_free:
+                self._trial_taken = True
+                return
             if self.halt_error is None:
                 if self.state is CircuitState.CLOSED:
                     return

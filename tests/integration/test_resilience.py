@@ -37,7 +37,13 @@ def test_a_60_second_outage_makes_no_dead_letters(
     sim = simulator_factory("--run-duration-ms", "200:1500", "--retry-after", "0", "--seed", "8")
     produce(kafka_bootstrap, topics.input, [transcript_event(i) for i in range(events)])
     # Budgets far shorter than the outage: they must not run down while the API is down.
-    config = {"run": {"deadline_seconds": 45}, "semarize": {"max_create_attempts": 10}}
+    # A stuck_after shorter than the outage: liveness must still hold (an outage never
+    # restarts a healthy pod).
+    config = {
+        "run": {"deadline_seconds": 45},
+        "semarize": {"max_create_attempts": 10},
+        "health": {"stuck_after_seconds": 50},
+    }
     connector = connector_factory(api_url=sim.url, topics=topics, config=config)
     wait_for_outputs(kafka_bootstrap, topics.output, 300, 120)
 
@@ -59,7 +65,11 @@ def test_a_60_second_outage_makes_no_dead_letters(
     sim.faults(outage="refuse", outage_seconds=30)  # connections refused ...
     time.sleep(31)
     sim.faults(outage="503", outage_seconds=30)  # ... then 503s
-    time.sleep(30)
+    time.sleep(27)
+    # 58 s into the outage: no offset has moved for longer than stuck_after.
+    status, body = connector.get("/healthz")
+    assert status == 200, body
+    time.sleep(3)
     outputs_before_recovery = len(consume_all(kafka_bootstrap, topics.output))
     deadline = time.monotonic() + 240
     while len(output_events(consume_all(kafka_bootstrap, topics.output))) < events:
@@ -95,7 +105,13 @@ def test_a_revoked_key_halts_without_dead_letters_and_resumes(
     connector = connector_factory(
         api_url=sim.url,
         topics=topics,
-        config={"semarize": {"halt_probe_seconds": 1}, "pipeline": {"max_in_flight": 32}},
+        config={
+            "semarize": {"halt_probe_seconds": 1},
+            "pipeline": {"max_in_flight": 32},
+            # Shorter than the halt lasts: liveness must hold all the same.
+            "run": {"deadline_seconds": 10},
+            "health": {"stuck_after_seconds": 11},
+        },
     )
     wait_for_outputs(kafka_bootstrap, topics.output, 30, 60)
     sim.faults(revoke_key=True)
@@ -106,6 +122,7 @@ def test_a_revoked_key_halts_without_dead_letters_and_resumes(
             break
         assert time.monotonic() < deadline, connector.tail()
         time.sleep(0.2)
+    halted_at = time.monotonic()
     samples = connector.metrics()
     assert samples['semarize_connector_halted{reason="credentials"}'] == 1
     status, _ = connector.get("/healthz")
@@ -128,6 +145,9 @@ def test_a_revoked_key_halts_without_dead_letters_and_resumes(
             break
         assert time.monotonic() < deadline, f"consumer_lag stuck at {lag}"
         time.sleep(1)
+    time.sleep(max(0.0, halted_at + 13 - time.monotonic()))
+    status, body = connector.get("/healthz")
+    assert status == 200, body  # halted longer than stuck_after: still alive
     sim.faults(revoke_key=False)
     wait_for_outputs(kafka_bootstrap, topics.output, events, 120)
     assert consume_all(kafka_bootstrap, topics.dlq) == []

@@ -1,19 +1,19 @@
-"""The consumer thread's hand-over logic: room, read-ahead, pauses (a fake Consumer, no broker).
+"""The consumer thread's fetch logic: room, pauses, rewinds (a fake Consumer, no broker).
 
 The real Consumer is covered by the integration tests; here the loop's decisions are checked
-one step at a time: what is handed to the pipeline, what waits, what is paused and what is
-rewound.
+one step at a time: what is handed to the pipeline, what is paused and what is rewound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
 from connector import kafka_source
-from connector.kafka_source import Capacity, KafkaSource, PauseControl, Readahead
+from connector.kafka_source import Capacity, KafkaSource, PauseControl
 from connector.records import SourceRecord
 
 TOPIC = "transcripts"
@@ -51,12 +51,13 @@ class FakeMessage:
 
 
 class FakeConsumer:
-    """Serves queued messages; remembers pauses, resumes and seeks."""
+    """Serves queued messages of unpaused partitions; remembers pauses and seeks."""
 
     def __init__(self, _config: dict[str, Any]) -> None:
         self.queue: list[FakeMessage] = []
         self.paused: set[tuple[str, int]] = set()
         self.seeks: list[tuple[int, int]] = []
+        self.position: dict[int, int] = {}
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         served = [m for m in self.queue if (TOPIC, m.partition()) not in self.paused]
@@ -66,7 +67,10 @@ class FakeConsumer:
         return served
 
     def poll(self, timeout: float) -> FakeMessage | None:
-        messages = self.consume(1, timeout)
+        # librdkafka may still return a message fetched before a pause took effect
+        messages = [m for m in self.queue][:1]
+        for message in messages:
+            self.queue.remove(message)
         return messages[0] if messages else None
 
     def pause(self, partitions: list[Any]) -> None:
@@ -77,10 +81,8 @@ class FakeConsumer:
 
     def seek(self, tp: Any) -> None:
         self.seeks.append((tp.partition, tp.offset))
-        # librdkafka refetches from the seek position: drop what was queued at or after it
-        self.queue = [
-            m for m in self.queue if m.partition() != tp.partition or m.offset() < tp.offset
-        ]
+        # refetched from the seek position: put the message back in front
+        self.queue.insert(0, FakeMessage(tp.partition, tp.offset))
 
 
 class Harness:
@@ -143,103 +145,107 @@ def test_the_pipeline_gets_only_as_many_records_as_it_has_room_for(harness: Any)
     h.step()
     assert h.offsets(0) == [0, 1, 2]
     assert h.capacity.held == 3
+    for _ in range(5):
+        h.step()
+    assert h.capacity.held == 3  # never more than max_in_flight handed over
+    assert len(h.delivered) == 3
 
 
-def test_while_full_it_reads_ahead_and_hands_over_in_order_when_slots_free(harness: Any) -> None:
+def test_a_full_pipeline_pauses_everything_and_rewinds_what_came_anyway(harness: Any) -> None:
     h = harness(limit=4, partitions=2)
     h.produce(0, range(6))
     h.produce(1, range(6))
-    h.step()  # 4 handed over, the pipeline is full
-    assert len(h.delivered) == 4
-    h.step()  # full: the next records are read ahead, not handed over
-    assert len(h.delivered) == 4
-    assert h.source.readahead.count == 4  # read ahead up to max_in_flight
-    h.capacity.release(3)
-    h.step()
-    assert len(h.delivered) == 7
-    for partition in (0, 1):
-        offsets = h.offsets(partition)
-        assert offsets == sorted(offsets) == list(range(len(offsets)))  # no gap, no repeat
-    assert h.consumer.seeks == []  # read-ahead needs no rewind
-
-
-def test_a_full_read_ahead_pauses_everything_until_half_of_it_is_used(harness: Any) -> None:
-    h = harness(limit=4, partitions=2)
-    h.produce(0, range(20))
-    h.produce(1, range(20))
-    h.step()
-    h.step()
-    h.step()  # pipeline full, read-ahead full: all partitions paused
-    assert h.source.readahead.full
+    h.step()  # 4 handed over: full
+    h.step()  # everything paused; a message fetched before the pause is rewound
     assert h.consumer.paused == {(TOPIC, 0), (TOPIC, 1)}
-    h.capacity.release(1)
-    h.step()  # one handed from the read-ahead; 3 of 4 left, not yet low
-    assert h.consumer.paused == {(TOPIC, 0), (TOPIC, 1)}
-    h.capacity.release(2)
-    h.step()
-    h.step()  # read-ahead at half: fetching again
-    assert h.consumer.paused == set()
-    h.capacity.release(100)
+    assert len(h.consumer.seeks) == 1
+    h.capacity.release(4)
     for _ in range(10):
         h.step()
+        h.capacity.release(h.capacity.held)
     for partition in (0, 1):
-        assert h.offsets(partition) == list(range(20))
+        assert h.offsets(partition) == list(range(6))  # no gap, no repeat, in order
 
 
-def test_a_partition_paused_for_its_own_sake_gives_its_read_ahead_back(harness: Any) -> None:
-    h = harness(limit=2, partitions=2)
+def test_it_resumes_only_once_a_tenth_of_the_slots_are_free(harness: Any) -> None:
+    h = harness(limit=20, partitions=1)
+    h.produce(0, range(100))
+    h.step()
+    h.step()
+    assert h.consumer.paused == {(TOPIC, 0)}
+    h.capacity.release(1)
+    h.step()
+    assert h.consumer.paused == {(TOPIC, 0)}  # 1 of 20 free: stay paused, no flapping
+    h.capacity.release(1)
+    h.step()
+    assert h.consumer.paused == set()
+    assert len(h.delivered) == 22
+
+
+def test_a_partition_paused_for_its_own_sake_does_not_block_the_others(harness: Any) -> None:
+    h = harness(limit=100, partitions=2)
+    h.pauses.mark("refused", True, (TOPIC, 0))
     h.produce(0, range(5))
     h.produce(1, range(5))
-    h.step()
-    h.step()  # full: read-ahead holds records of both partitions
-    assert h.source.readahead.count == 2
-    h.pauses.mark("refused", True, (TOPIC, 0))
-    h.step()
-    assert (TOPIC, 0) in h.consumer.paused
-    first_unstarted = len(h.offsets(0))
-    assert h.consumer.seeks == [(0, first_unstarted)]  # refetched from there when resumed
-    h.capacity.release(100)
-    for _ in range(5):
+    for _ in range(3):
         h.step()
-    assert h.offsets(1) == list(range(5))  # the other partition is not blocked
-    assert h.offsets(0) == list(range(first_unstarted))
+    assert h.offsets(0) == []
+    assert h.offsets(1) == list(range(5))
+    h.pauses.mark("refused", False, (TOPIC, 0))
+    for _ in range(3):
+        h.step()
+    assert h.offsets(0) == list(range(5))
 
 
-def test_a_global_pause_keeps_the_read_ahead_and_hands_nothing_over(harness: Any) -> None:
-    h = harness(limit=2, partitions=1)
-    h.produce(0, range(6))
-    h.step()
-    h.step()
+def test_a_global_pause_hands_nothing_over(harness: Any) -> None:
+    h = harness(limit=10, partitions=1)
     h.pauses.mark("api", True)
-    h.capacity.release(2)
-    h.step()
-    assert len(h.delivered) == 2
-    h.pauses.mark("api", False)
-    for _ in range(5):
+    h.produce(0, range(6))
+    for _ in range(3):
         h.step()
-    assert h.offsets(0) == [0, 1, 2, 3]  # room for 2 more after the release: 4 in total
+    assert h.delivered == []
+    h.pauses.mark("api", False)
+    for _ in range(3):
+        h.step()
+    assert h.offsets(0) == list(range(6))
 
 
-def test_revoked_partitions_lose_their_read_ahead(harness: Any) -> None:
-    h = harness(limit=1, partitions=2)
-    h.produce(0, range(3))
-    h.produce(1, range(3))
+def test_a_revoked_partition_is_no_longer_fetched_or_paused(harness: Any) -> None:
+    h = harness(limit=10, partitions=2)
+    runner = threading.Thread(target=h.loop.run_forever)  # the revoke waits on the loop
+    runner.start()
+    try:
+        h.source._hand_over([(TOPIC, 0)], lost=True)
+    finally:
+        h.loop.call_soon_threadsafe(h.loop.stop)
+        runner.join()
+    assert h.source._assigned == {(TOPIC, 1)}
+    h.produce(0, range(2))
+    h.produce(1, range(2))
     h.step()
-    h.step()
-    before = h.source.readahead.count
-    assert before > 0
-    h.source.readahead.drop([(TOPIC, 0), (TOPIC, 1)])
-    assert h.source.readahead.count == 0
-    assert h.source.readahead.size == 0
+    assert h.offsets(1) == [0, 1]
 
 
-def test_readahead_is_bounded_by_bytes_too() -> None:
-    ahead = Readahead(max_records=1000, max_bytes=100)
-    ahead.add([FakeMessage(0, o, b"y" * 60) for o in range(2)])
-    assert ahead.full
-    taken = ahead.take(1, set())
-    assert [m.offset() for m in taken] == [0]
-    assert not ahead.full
-    assert not ahead.low  # 60 of 100 bytes: more than half
-    ahead.take(1, set())
-    assert ahead.low
+def test_the_consumer_commits_nothing_by_itself_and_fetches_without_long_waits() -> None:
+    config = kafka_source.consumer_config(
+        bootstrap_servers="b:9092",
+        group_id="g",
+        auto_offset_reset="earliest",
+        client_id="c",
+        extra={},
+        exactly_once=False,
+    )
+    assert config["enable.auto.commit"] is False
+    assert config["enable.auto.offset.store"] is False
+    assert config["partition.assignment.strategy"] == "cooperative-sticky"
+    assert config["fetch.wait.max.ms"] <= 100
+    overridden = kafka_source.consumer_config(
+        bootstrap_servers="b:9092",
+        group_id="g",
+        auto_offset_reset="earliest",
+        client_id="c",
+        extra={"fetch.wait.max.ms": 500},
+        exactly_once=True,
+    )
+    assert overridden["fetch.wait.max.ms"] == 500
+    assert overridden["isolation.level"] == "read_committed"

@@ -433,3 +433,63 @@ def test_healthy_clock_pauses_once_for_overlapping_halt_and_open() -> None:
     g.record_success()
     clock.advance(1.0)
     assert g.healthy_clock() - start == 1.0
+
+
+def test_a_passed_probe_lets_one_create_through_as_a_trial(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        g = gate(FakeClock())
+        refused = ConfigurationRejected("HTTP 422", status=422, error_code="invalid_run_mode")
+        g.halt(refused)
+        creates = [asyncio.ensure_future(g.wait_until_usable(create=True)) for _ in range(3)]
+        poll = asyncio.ensure_future(g.wait_until_usable())
+        await asyncio.sleep(0.01)
+        g.resume()  # the probe (the Kit schema) passed: it cannot see the mode
+        await asyncio.sleep(0.01)
+        assert sum(c.done() for c in creates) == 1  # one trial, not a flood
+        assert not poll.done()
+        assert g.halt_error is refused
+        g.halt(refused)  # the trial was refused again
+        assert g.halt_error is refused
+        await asyncio.sleep(0.01)
+        assert sum(c.done() for c in creates) == 1  # no trial until the next probe
+        g.resume()
+        await asyncio.sleep(0.01)
+        assert sum(c.done() for c in creates) == 2
+        g.create_answered()  # the second trial got a run: the halt is over
+        assert await returns_within(asyncio.gather(*creates, poll), 1.0)
+        assert g.halt_error is None and g.healthy
+
+    with caplog.at_level("INFO", logger="connector.semarize.retry"):
+        asyncio.run(scenario())
+    halted_lines = [r for r in caplog.records if r.getMessage().startswith("halted")]
+    assert len(halted_lines) == 1  # one clear line for the whole halt
+
+
+def test_a_trial_with_no_verdict_is_given_to_another_create_at_the_next_probe() -> None:
+    async def scenario() -> None:
+        g = gate(FakeClock())
+        g.halt(CredentialsRejected("HTTP 403", status=403, error_code="forbidden"))
+        first = asyncio.ensure_future(g.wait_until_usable(create=True))
+        second = asyncio.ensure_future(g.wait_until_usable(create=True))
+        await asyncio.sleep(0.01)
+        g.resume()
+        await asyncio.sleep(0.01)
+        taker, other = (first, second) if first.done() else (second, first)
+        assert taker.done() and not other.done()
+        g.resume()  # a probe interval later, no verdict (its record was revoked)
+        assert await returns_within(other, 1.0)
+        assert g.halt_error is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_probe_with_no_create_waiting_lifts_the_halt_at_once() -> None:
+    async def scenario() -> None:
+        g = gate(FakeClock())
+        g.halt(CredentialsRejected("HTTP 401", status=401, error_code="invalid_api_key"))
+        g.resume()  # halted at start-up, nothing consumed: nothing could try
+        assert g.halt_error is None
+
+    asyncio.run(scenario())

@@ -7,6 +7,7 @@ the gate's clock forward by it and yields once, so hours of polling take millise
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import types
 from collections.abc import Iterator
@@ -367,7 +368,9 @@ def test_a_halt_costs_the_record_no_attempt(virtual_sleep: list[Harness]) -> Non
     assert isinstance(outcome, DeadLettered)
     assert outcome.why.kind == "retries_exhausted"
     assert outcome.why.attempts == 2
-    assert len(s.harness.requests("POST")) == 3
+    # the refused create, the halt's trial (it tests the API, not the record: no attempt
+    # either), then the record's two attempts
+    assert len(s.harness.requests("POST")) == 4
 
 
 def test_configured_kit_not_found_halts_instead_of_dead_lettering(
@@ -496,6 +499,35 @@ def test_polls_never_come_faster_than_poll_initial(virtual_sleep: list[Harness])
     assert isinstance(outcome, Succeeded)
     delays = [s.harness.sleep_before("GET", i) for i in range(21)]
     assert all(1.0 <= d <= 10.0 for d in delays)
+
+
+def test_later_polls_back_off_exponentially_with_jitter(
+    virtual_sleep: list[Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run's age comes from perf_counter: let it follow the virtual clock.
+    virtual_time = types.SimpleNamespace(
+        perf_counter=lambda: virtual_sleep[0].clock(), time=time.time
+    )
+    monkeypatch.setattr(tracker, "time", virtual_time)
+
+    def delays(rng: float) -> list[float]:
+        s = setup(
+            virtual_sleep,
+            [accepted()],
+            [detail("running")] * 24 + [detail("succeeded")],
+            rng=rng,
+            poll_initial_seconds=1.0,
+            poll_max_seconds=30.0,
+        )
+        assert isinstance(track(s), Succeeded)
+        return [s.harness.sleep_before("GET", i) for i in range(25)]
+
+    low, mid, high = delays(0.0), delays(0.5), delays(1.0)
+    grown = [d for d in mid if 1.0 < d < 30.0]
+    assert len(grown) >= 4
+    assert all(b > a * 1.2 for a, b in itertools.pairwise(grown))  # x1.25 a poll
+    assert max(mid) == 30.0  # capped at poll_max
+    assert low[12] < mid[12] < high[12]  # the jitter moves them
 
 
 # --- polling ---------------------------------------------------------------------------------
