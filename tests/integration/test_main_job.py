@@ -74,6 +74,7 @@ def test_2000_events_on_6_partitions(
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
     seen: Counter[str] = Counter()
+    run_ids: Counter[str] = Counter()
     for record in outputs:
         value = orjson.loads(record["value"])
         validator.validate(value)  # the documented output contract holds for real output
@@ -90,6 +91,8 @@ def test_2000_events_on_6_partitions(
         # The run id belongs to this event's run and that run succeeded.
         run = sim_get(sim.url, f"/v1/runs/{value['run_id']}")
         assert run["status"] == "succeeded"
+        assert value["output"] == run["output"] and value["duration_ms"] == run["duration_ms"]
+        run_ids[value["run_id"]] += 1
     for record in dead:
         headers = header_dict(record["headers"])
         assert headers["semarize.error_kind"] == b"run_failed"
@@ -98,7 +101,9 @@ def test_2000_events_on_6_partitions(
         assert run["status"] == "failed"
         assert headers["semarize.error_code"] == run["error_code"].encode()
         assert headers["__connect.errors.stage"] == b"TASK_PUT"
+        run_ids[run["run_id"]] += 1
     assert len(seen) == events and set(seen.values()) == {1}
+    assert len(run_ids) == events and set(run_ids.values()) == {1}  # one run per event
 
     ends = end_offsets(kafka_bootstrap, topics.input)
     assert committed_offsets(kafka_bootstrap, f"g-{topics.input}", topics.input) == ends
@@ -170,6 +175,10 @@ def test_bad_records_become_dead_letters_and_the_rest_flows(
 
     dead = consume_all(kafka_bootstrap, topics.dlq, config={"fetch.max.bytes": 20 * 1024 * 1024})
     by_case = {header_dict(r["headers"])["case"].decode(): r for r in dead}
+    inputs = consume_all(
+        kafka_bootstrap, topics.input, config={"fetch.max.bytes": 20 * 1024 * 1024}
+    )
+    input_timestamps = {r["offset"]: r["timestamp"] for r in inputs}
     assert sorted(by_case) == sorted(name for name, _, _ in cases)
     assert len(dead) == len(cases)
     for name, key, value in cases:
@@ -183,6 +192,8 @@ def test_bad_records_become_dead_letters_and_the_rest_flows(
         assert headers["__connect.errors.topic"] == topics.input.encode()
         assert headers["__connect.errors.exception.message"], name
         assert int(headers["__connect.errors.offset"]) == record_offset(records, name)
+        offset = record_offset(records, name)
+        assert record["timestamp"] == input_timestamps[offset], name  # unchanged
     outputs = consume_all(kafka_bootstrap, topics.output)
     assert len(outputs) == len(cases)
     assert sim.stats()["runs_created"] == len(cases)
