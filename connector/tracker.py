@@ -178,7 +178,7 @@ class RunTracker:
                 if probing:
                     attempts -= 1
                 if isinstance(exc, RateLimited) and self._adaptive is not None:
-                    self._adaptive.rate_limited()
+                    self._adaptive.rate_limited(exc.retry_after)
                 if attempts >= self._s.max_create_attempts and gate.healthy:
                     return self._dead(
                         "retries_exhausted",
@@ -204,7 +204,7 @@ class RunTracker:
             gate.create_answered()
             gate.record_success()
             if self._adaptive is not None:
-                self._adaptive.succeeded()
+                self._adaptive.succeeded(time.perf_counter() - result.sent_at)
             metrics.RUNS_CREATED.inc()
             request.create_request_id = result.request_id
             # The API starts the run's clock when it gets the create: time polls from the
@@ -267,7 +267,7 @@ class RunTracker:
             except RetryableError as exc:
                 gate.record_failure()
                 if isinstance(exc, RateLimited) and self._adaptive is not None:
-                    self._adaptive.rate_limited()
+                    self._adaptive.rate_limited(exc.retry_after)
                 failures += 1
                 last_error = exc
                 metrics.RETRIES.labels(route="get", reason=exc.reason).inc()

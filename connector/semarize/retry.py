@@ -409,9 +409,13 @@ class TokenBucket:
 class AdaptiveLimit:
     """AIMD limit on records in flight, between 1 and the configured maximum.
 
-    While 429s dominate (see `RateLimitSignal`): multiplicative decrease (x0.8, at most once
-    every two seconds); otherwise an additive increase of about one per `limit` successful
-    creates.
+    Decreases (multiplicative, at most once every two seconds):
+    - while 429s dominate (see `RateLimitSignal`): x0.8, or x0.5 when the API asks for a
+      `Retry-After` of `long_retry_after` seconds or more (it is not coping at all);
+    - while create latency climbs: the recent average (EWMA) above both 4x the best seen
+      and the best + 1 s means the API is queueing our work: x0.9. The margins keep the
+      connector's own scheduling noise (milliseconds) out of it.
+    Otherwise an additive increase of about one per `limit` successful creates.
     """
 
     def __init__(
@@ -421,6 +425,7 @@ class AdaptiveLimit:
         *,
         signal: RateLimitSignal | None = None,
         clock: Callable[[], float] = time.monotonic,
+        long_retry_after: float = 10.0,
     ) -> None:
         self.maximum = maximum
         self._value = float(maximum)
@@ -428,21 +433,38 @@ class AdaptiveLimit:
         self._signal = signal or RateLimitSignal(clock=clock)
         self._clock = clock
         self._last_decrease = -1e9
+        self._long_retry_after = long_retry_after
+        self._latency_ewma: float | None = None
+        self._latency_best: float | None = None
 
     @property
     def limit(self) -> int:
         return max(1, int(self._value))
 
-    def rate_limited(self) -> None:
+    def rate_limited(self, retry_after: float | None = None) -> None:
+        if not self._signal.overloaded():
+            return
+        long_wait = retry_after is not None and retry_after >= self._long_retry_after
+        self._decrease(0.5 if long_wait else 0.8)
+
+    def succeeded(self, latency: float | None = None) -> None:
+        if latency is not None and self._latency_climbing(latency):
+            self._decrease(0.9)
+        elif self._value < self.maximum:
+            self._set(min(float(self.maximum), self._value + 1.0 / self._value))
+
+    def _latency_climbing(self, latency: float) -> bool:
+        best = latency if self._latency_best is None else min(self._latency_best, latency)
+        ewma = latency if self._latency_ewma is None else self._latency_ewma * 0.9 + latency * 0.1
+        self._latency_best, self._latency_ewma = best, ewma
+        return ewma > max(4.0 * best, best + 1.0)
+
+    def _decrease(self, factor: float) -> None:
         now = self._clock()
-        if now - self._last_decrease < 2.0 or not self._signal.overloaded():
+        if now - self._last_decrease < 2.0:
             return
         self._last_decrease = now
-        self._set(max(1.0, self._value * 0.8))
-
-    def succeeded(self) -> None:
-        if self._value < self.maximum:
-            self._set(min(float(self.maximum), self._value + 1.0 / self._value))
+        self._set(max(1.0, self._value * factor))
 
     def _set(self, value: float) -> None:
         before = self.limit

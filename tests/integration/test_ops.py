@@ -98,6 +98,43 @@ def test_live_metrics_pass_promtool_and_probes_answer(
         assert time.monotonic() < deadline, connector.tail()
         time.sleep(0.2)
 
+    # The values, not only the names: what happened shows where the docs say it does.
+    deadline = time.monotonic() + 30  # commits, then the 10 s lag probe
+    while True:
+        samples = connector.metrics()
+        committed = total(samples, "semarize_connector_committed_offset{")
+        lag = total(samples, "semarize_connector_committable_lag{")
+        if committed == 51 and lag == 0:
+            break
+        assert time.monotonic() < deadline, (committed, lag)
+        time.sleep(0.5)
+    assert total(samples, "semarize_connector_decode_failures_total{") == 1
+    assert samples["semarize_connector_in_flight_records"] == 0
+    assert samples["semarize_connector_oldest_in_flight_age_seconds"] == 0
+    assert samples["semarize_connector_run_duration_seconds_count"] == 50
+    assert samples["semarize_connector_completion_notice_delay_seconds_count"] == 50
+    assert samples["semarize_connector_end_to_end_latency_seconds_count"] == 51
+    created = 'semarize_connector_http_requests_total{error_code="",route="create",status="202"}'
+    assert samples[created] == 50
+    assert samples['semarize_connector_http_request_duration_seconds_count{route="create"}'] == 50
+    assert samples["semarize_connector_paused_partitions"] == 0
+    assert samples["semarize_connector_circuit_state"] == 0
+    assert samples["semarize_connector_producer_queue_messages"] == 0
+    deadline = time.monotonic() + 10
+    while True:
+        summaries = [e for e in connector.logs() if e.get("message") == "summary"]
+        if summaries[-1]["finished"] == 51:
+            break
+        assert time.monotonic() < deadline, summaries[-1]
+        time.sleep(0.3)
+    assert {"records_per_second", "in_flight", "lag", "dead_letters"} <= summaries[-1].keys()
+    assert summaries[-1]["dead_letters"] == 1 and summaries[-1]["in_flight"] == 0
+    assert any(e["records_per_second"] > 0 for e in summaries)
+
+
+def total(samples: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in samples.items() if k.startswith(prefix))
+
 
 def test_a_partition_stuck_while_the_api_looks_healthy_fails_liveness(
     kafka_bootstrap: str,

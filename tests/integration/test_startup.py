@@ -45,9 +45,7 @@ def test_a_missing_topic_is_a_configuration_error(
     kafka_bootstrap: str, pipeline_topics: Any, simulator: Any, connector_factory: ConnectorFactory
 ) -> None:
     topics: Topics = pipeline_topics(1)
-    missing = Topics(
-        topics.input, topics.output + ".missing", topics.dlq, topics.completions, 1
-    )
+    missing = Topics(topics.input, topics.output + ".missing", topics.dlq, topics.completions, 1)
     connector = connector_factory(api_url=simulator.url, topics=missing)
     assert connector.wait(60) == EXIT_CONFIG
     lines = error_lines(connector)
@@ -100,7 +98,9 @@ def test_an_unreachable_api_is_waited_for_and_work_starts_when_it_answers(
     port = free_port()
     connector = connector_factory(api_url=f"http://127.0.0.1:{port}", topics=topics)
     stays_unready(connector, 6)
-    waiting = [e for e in connector.logs() if "waiting for the Semarize API" in str(e.get("message"))]
+    waiting = [
+        e for e in connector.logs() if "waiting for the Semarize API" in str(e.get("message"))
+    ]
     assert len(waiting) == 1
     assert consume_all(kafka_bootstrap, topics.output) == []
     sim = simulator_factory("--port", str(port), "--run-duration-ms", "50:100")
@@ -111,4 +111,3 @@ def test_an_unreachable_api_is_waited_for_and_work_starts_when_it_answers(
         time.sleep(0.5)
     assert sim.stats()["runs_created"] == events
     assert consume_all(kafka_bootstrap, topics.dlq) == []
-

@@ -135,3 +135,45 @@ def test_adaptive_limit_decreases_while_429s_dominate_and_recovers() -> None:
         feed(signal, clock, 20, 20, 0.1)
         limit.rate_limited()
     assert limit.limit == 1
+
+
+def test_a_long_retry_after_cuts_the_limit_harder() -> None:
+    clock = Clock()
+    signal = RateLimitSignal(clock=clock)
+    limit = AdaptiveLimit(100, lambda _: None, signal=signal, clock=clock)
+    feed(signal, clock, 100, 50, 1.0)
+    limit.rate_limited(retry_after=1.0)
+    assert limit.limit == 80
+    clock.now += 2
+    feed(signal, clock, 100, 50, 1.0)
+    limit.rate_limited(retry_after=30.0)  # the API asks for half a minute: it is not coping
+    assert limit.limit == 40
+
+
+def test_climbing_create_latency_lowers_the_limit_and_recovery_raises_it() -> None:
+    clock = Clock()
+    seen: list[int] = []
+    limit = AdaptiveLimit(100, seen.append, signal=RateLimitSignal(clock=clock), clock=clock)
+    for _ in range(50):
+        limit.succeeded(latency=0.02)
+    assert limit.limit == 100 and seen == []
+    for _ in range(20):  # the API starts queueing: creates take 3 s
+        clock.now += 0.5
+        limit.succeeded(latency=3.0)
+    lowered = limit.limit
+    assert lowered < 100
+    assert lowered >= 100 * 0.9**6 - 1  # x0.9 at most once every two seconds
+    for _ in range(200):
+        clock.now += 0.05
+        limit.succeeded(latency=0.02)
+    assert limit.limit > lowered  # latency back to normal: additive increase again
+
+
+def test_latency_noise_of_a_busy_process_changes_nothing() -> None:
+    clock = Clock()
+    seen: list[int] = []
+    limit = AdaptiveLimit(100, seen.append, signal=RateLimitSignal(clock=clock), clock=clock)
+    for i in range(500):
+        clock.now += 0.01
+        limit.succeeded(latency=0.005 if i % 2 else 0.4)  # event-loop lag, not the API
+    assert seen == [] and limit.limit == 100
