@@ -400,7 +400,9 @@ class Connector:
         if rl.scope != "group" or not rl.requests_per_second or not self._input_partitions:
             return
         share = len(self.pipeline.partitions) / self._input_partitions
-        self.rate_limit.set_ceiling(rl.requests_per_second * share)
+        # Never 0 (that would mean "no limit"): a replica without partitions may still
+        # finish runs it tracks.
+        self.rate_limit.set_ceiling(max(1.0, rl.requests_per_second * share))
         log.info(
             "rate limit share updated",
             extra={"requests_per_second": round(self.rate_limit.rate, 2), "share": share},
@@ -562,6 +564,8 @@ class Connector:
         admin = _admin_client(s)
         while True:
             await asyncio.sleep(10)
+            if s.rate_limit.scope == "group" and s.rate_limit.requests_per_second:
+                await self._recount_input_partitions(admin)
             tps = list(self.pipeline.partitions)
             if not tps:
                 continue
@@ -590,6 +594,21 @@ class Connector:
                     metrics.COMMITTABLE_LAG.labels(**labels).set(
                         max(0, high - work.offsets.committed)
                     )
+
+    async def _recount_input_partitions(self, admin: Any) -> None:
+        """Partitions added to an input topic change every replica's rate share."""
+        try:
+            metadata = await asyncio.to_thread(admin.list_topics, timeout=5)
+        except KafkaException:
+            return
+        total = sum(
+            len(metadata.topics[t].partitions)
+            for t in self.settings.kafka.input_topics
+            if t in metadata.topics
+        )
+        if total and total != self._input_partitions:
+            self._input_partitions = total
+            self._share_rate_limit()
 
     async def _idle_watch(self) -> None:
         assert self._stop_when_idle is not None

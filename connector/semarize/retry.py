@@ -363,8 +363,11 @@ class TokenBucket:
         self.set_ceiling(ceiling)
 
     def set_ceiling(self, ceiling: float) -> None:
+        """A new ceiling (a bigger or smaller group share). A rate at the old ceiling moves
+        with it; a rate cut by 429s stays cut, capped by the new ceiling."""
+        at_ceiling = self.rate >= self.ceiling - 1e-9
         self.ceiling = max(0.0, ceiling)
-        if self.ceiling and (not self.rate or self.rate > self.ceiling):
+        if self.ceiling and (not self.rate or self.rate > self.ceiling or at_ceiling):
             self._set_rate(self.ceiling)
 
     def _set_rate(self, rate: float) -> None:
