@@ -827,6 +827,13 @@ class _Redrive:
             file=self.out,
             flush=True,
         )
+        if c.skipped and self.committed:
+            # The position moved past them: say so, or a later run "loses" them.
+            self._say(
+                f"redrive: note: {c.skipped} records left out by the filters were passed "
+                f"over in group {self.group}; a later run in this group will not see them "
+                "(use another --group for another selection, or --from-beginning)"
+            )
         if failure:
             self._say(f"redrive: failed: {failure}")
 
