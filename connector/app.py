@@ -44,6 +44,7 @@ from connector.webhooks import CompletionRegistry, CompletionsReader, WebhookRec
 log = logging.getLogger("connector.app")
 
 _IDLE_CHECK_SECONDS = 0.5
+_CIRCUIT_PROBE_CHECK_SECONDS = 0.5
 
 
 class Connector:
@@ -302,6 +303,7 @@ class Connector:
             self._tasks = [
                 asyncio.create_task(committer, name="commit"),
                 asyncio.create_task(self._halt_probe(), name="halt-probe"),
+                asyncio.create_task(self._circuit_probe(), name="circuit-probe"),
                 asyncio.create_task(self._summary(), name="summary"),
                 asyncio.create_task(self._lag_probe(), name="lag"),
                 asyncio.create_task(self._watch_threads(), name="watch"),
@@ -516,6 +518,27 @@ class Connector:
                 continue
             self.gate.resume()
 
+    async def _circuit_probe(self) -> None:
+        """Probes an open circuit when no record is there to do it (see take_idle_probe)."""
+        s = self.settings.semarize
+        while True:
+            await asyncio.sleep(_CIRCUIT_PROBE_CHECK_SECONDS)
+            if not self.gate.take_idle_probe():
+                continue
+            try:
+                await self.client.kit_schema(kit_code=s.kit_code, kit_version_id=s.kit_version_id)
+            except RetryableError:
+                self.gate.record_failure()  # still failing: open again, for longer
+                continue
+            except HaltError as exc:
+                self.gate.probe_finished()
+                self.gate.halt(exc)
+                continue
+            except RecordRejected:
+                self.gate.probe_finished()
+                continue
+            self.gate.record_success()
+
     async def _watch_threads(self) -> None:
         while True:
             await asyncio.sleep(1)
@@ -580,20 +603,62 @@ class Connector:
             except KafkaException as exc:
                 log.debug("lag probe failed: %s", exc)
                 continue  # broker unreachable: readiness already says so
+            unread = [
+                tp
+                for tp in tps
+                if tp in self.pipeline.partitions
+                and self.pipeline.partitions[tp].offsets.next_offset is None
+                and self.pipeline.partitions[tp].offsets.committed is None
+            ]
+            starts = await self._start_positions(admin, unread) if unread else {}
             for tp, high in ends.items():
                 work = self.pipeline.partitions.get(tp)
                 if work is None or high < 0:
                     continue
                 labels = {"topic": tp[0], "partition": str(tp[1])}
-                position = work.offsets.next_offset or work.offsets.committed
+                # A partition paused since its assignment (full, halted) has no position of
+                # its own yet: its lag counts from where its consumption will start.
+                committed = work.offsets.committed
+                if committed is None:
+                    committed = starts.get(tp)
+                position = work.offsets.next_offset or committed
                 if position is not None:
                     lag = max(0, high - position)
                     metrics.CONSUMER_LAG.labels(**labels).set(lag)
                     self.source.lag[tp] = (lag, high)
-                if work.offsets.committed is not None:
-                    metrics.COMMITTABLE_LAG.labels(**labels).set(
-                        max(0, high - work.offsets.committed)
-                    )
+                if committed is not None:
+                    metrics.COMMITTABLE_LAG.labels(**labels).set(max(0, high - committed))
+
+    async def _start_positions(self, admin: Any, tps: list[TP]) -> dict[TP, int]:
+        """Where consumption of partitions not read from yet starts: the group's committed
+        offset, else the end `auto_offset_reset` names."""
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
+
+        group = self.settings.kafka.group_id
+        positions: dict[TP, int] = {}
+        try:
+            request = [ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in tps])]
+            answer = await asyncio.wrap_future(
+                admin.list_consumer_group_offsets(request, request_timeout=5)[group]
+            )
+            for tp in answer.topic_partitions:
+                if tp.offset >= 0:
+                    positions[(tp.topic, tp.partition)] = tp.offset
+            missing = [tp for tp in tps if tp not in positions]
+            if missing:
+                earliest = self.settings.kafka.auto_offset_reset == "earliest"
+                spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
+                futures = admin.list_offsets(
+                    {TopicPartition(t, p): spec for t, p in missing}, request_timeout=5
+                )
+                for ktp, future in futures.items():
+                    offset = (await asyncio.wrap_future(future)).offset
+                    if offset >= 0:
+                        positions[(ktp.topic, ktp.partition)] = offset
+        except KafkaException as exc:
+            log.debug("start positions unknown: %s", exc)
+        return positions
 
     async def _recount_input_partitions(self, admin: Any) -> None:
         """Partitions added to an input topic change every replica's rate share."""

@@ -284,6 +284,23 @@ class ApiGate:
                 if self.state is CircuitState.HALF_OPEN:
                     self._probe_in_flight = False  # the probe never reported: allow another
 
+    def take_idle_probe(self) -> bool:
+        """The half-open probe, for a request from outside the pipeline (`Connector`): the
+        circuit is open, its time is up, and no create waits to be the probe. While open,
+        consumption is paused, so once the records in flight have finished nothing else
+        would ever probe, and the circuit would stay open for good."""
+        if self.halt_error is not None or self.state is CircuitState.CLOSED:
+            return False
+        if self._create_waiters:
+            return False  # a create will probe, with a real record
+        if self.state is CircuitState.OPEN and self._clock() - self._opened_at >= self._open_for:
+            self.state = CircuitState.HALF_OPEN
+            self._notify()
+        if self.state is CircuitState.HALF_OPEN and not self._probe_in_flight:
+            self._probe_in_flight = True
+            return True
+        return False
+
     def probe_finished(self) -> None:
         """A half-open probe ended without a verdict (e.g. the record was rejected)."""
         self._probe_in_flight = False

@@ -493,3 +493,46 @@ def test_a_probe_with_no_create_waiting_lifts_the_halt_at_once() -> None:
         assert g.halt_error is None
 
     asyncio.run(scenario())
+
+
+def test_an_open_circuit_with_nothing_waiting_is_probed_from_outside() -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        g = gate(clock)
+        for _ in range(20):
+            g.record_failure()
+        assert g.state is CircuitState.OPEN
+        assert not g.take_idle_probe()  # the open period is not over yet
+        clock.advance(5.0)
+        assert g.take_idle_probe()
+        assert g.state is CircuitState.HALF_OPEN
+        assert not g.take_idle_probe()  # one probe at a time
+        g.record_failure()  # still down: open again, for longer
+        assert g.state is CircuitState.OPEN
+        clock.advance(5.0)
+        assert not g.take_idle_probe()
+        clock.advance(5.0)
+        assert g.take_idle_probe()
+        g.record_success()
+        assert g.state is CircuitState.CLOSED and g.healthy
+
+    asyncio.run(scenario())
+
+
+def test_a_waiting_create_is_the_probe_not_the_idle_prober() -> None:
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        g = gate(clock)
+        for _ in range(20):
+            g.record_failure()
+        waiter = asyncio.ensure_future(g.wait_until_usable(create=True))
+        await asyncio.sleep(0.01)
+        clock.advance(5.0)
+        assert not g.take_idle_probe()
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert g.take_idle_probe()  # the create went away: someone must probe
+
+    asyncio.run(scenario())
