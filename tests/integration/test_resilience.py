@@ -178,10 +178,19 @@ def test_the_configured_kit_disappearing_halts_instead_of_dead_lettering(
     while connector.metrics().get('semarize_connector_halted{reason="configuration"}') != 1:
         assert time.monotonic() < deadline, connector.tail()
         time.sleep(0.2)
-    time.sleep(2)
+    status, body = connector.get("/readyz")
+    assert status == 503 and b"kit_not_found" in body
+    created = sim.stats()["runs_created"]
+    refused_before = sim.stats()["requests"]["POST /v1/runs"].get("404", 0)
+    time.sleep(4)  # four probes (1 s): each may let one trial create through, no more
+    assert sim.stats()["runs_created"] == created  # nothing created while halted
+    refused = sim.stats()["requests"]["POST /v1/runs"].get("404", 0) - refused_before
+    assert refused <= 5, refused  # no flood of refused creates
     sim.faults(kits="")  # any well-formed Kit again
     wait_for_outputs(kafka_bootstrap, topics.output, events, 120)
     assert consume_all(kafka_bootstrap, topics.dlq) == []
+    halt_lines = [e for e in connector.logs() if str(e.get("message", "")).startswith("halted")]
+    assert len(halt_lines) == 1 and "kit_not_found" in halt_lines[0]["message"]
 
 
 def test_sync_mode_200_and_202_fallback(
