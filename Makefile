@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA_LOCAL_PORT ?= 9092
 export KAFKA_LOCAL_PORT
 
-.PHONY: help install topics demo test test-unit test-integration lint kafka-up kafka-down kafka-libs bench bench-quick clean chart-tools chart-check
+.PHONY: help install topics demo test test-unit test-integration lint kafka-up kafka-down kafka-libs bench bench-deps bench-quick clean chart-tools chart-check
 
 help:
 	@echo "make demo        - the whole main job on this machine (venv, local Kafka, simulator, samples, summary)"
@@ -64,10 +64,13 @@ chart-tools: install
 chart-check: install chart-tools
 	$(BIN)/pytest tests/chart -q
 
-bench: install kafka-libs
+bench-deps: install
+	test -x $(BIN)/py-spy || $(BIN)/pip install -q -e '.[dev,bench]'
+
+bench: bench-deps kafka-libs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run
 
-bench-quick: install kafka-libs
+bench-quick: bench-deps kafka-libs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --quick
 
 clean:
