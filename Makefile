@@ -55,7 +55,7 @@ test-integration: install kafka-libs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/integration -q
 
 test: lint install kafka-libs chart-tools
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q --durations=25
 
 # helm, promtool and kubernetes-validate into .local/bin (idempotent; helm builds once).
 chart-tools: install

@@ -493,7 +493,12 @@ class Connector:
                     exc, ConfigurationRejected
                 ):
                     raise StartupCheckError(
-                        [f"semarize: the configured Kit is unknown to the API ({exc.error_code})"]
+                        [
+                            f"semarize: the configured Kit {_kit_name(s)} is unknown to the "
+                            f"API ({exc.error_code}); set by semarize.kit_code / "
+                            "semarize.kit_version_id or SEMARIZE_KIT_CODE / "
+                            "SEMARIZE_KIT_VERSION_ID"
+                        ]
                     ) from exc
                 self.gate.halt(exc)  # bad key: start halted, probe until it works
                 return
@@ -713,6 +718,12 @@ class Connector:
             if high > 0 and (tp.offset < 0 or tp.offset < high):
                 return False
         return True
+
+
+def _kit_name(s: Any) -> str:
+    if s.kit_version_id:
+        return f"version {s.kit_version_id!r}"
+    return repr(s.kit_code)
 
 
 def _admin_client(settings: Settings) -> AdminClient:

@@ -351,6 +351,9 @@ def _convert(where: str, fld: dataclasses.Field[Any], value: Any, problems: list
             return _INVALID
         return text
     if annotation == "Secret":
+        if isinstance(value, dict | list):
+            problems.append(f"{where}: must be a string")  # the value itself is not shown
+            return _INVALID
         return Secret("" if value is None else str(value))
     if annotation == "bool":
         if isinstance(value, bool):
@@ -450,7 +453,13 @@ def _validate(s: Settings, problems: list[str]) -> None:
     for key in sorted(_OWNED_PRODUCER & set(k.producer)):
         problems.append(f"kafka.producer.{key}: is set by the connector and cannot be overridden")
 
-    if not _valid_url(api.api_url):
+    if _has_userinfo(api.api_url):
+        # Never echoed: the part before the @ may be a password.
+        problems.append(
+            "semarize.api_url: must not carry credentials (user:password@); the API key "
+            "goes in semarize.api_key"
+        )
+    elif not _valid_url(api.api_url):
         problems.append(f"semarize.api_url: must be an http(s) URL (got {api.api_url!r})")
     if not api.api_key:
         problems.append("semarize.api_key: required (set SEMARIZE_API_KEY)")
@@ -499,6 +508,13 @@ def _validate(s: Settings, problems: list[str]) -> None:
         if s.webhooks.port == s.ops.port and s.ops.port != 0:
             problems.append("webhooks.port: must differ from ops.port")
         _positive(problems, "webhooks.poll_fallback_seconds", s.webhooks.poll_fallback_seconds)
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        return "@" in urllib.parse.urlsplit(url).netloc
+    except ValueError:
+        return "@" in url
 
 
 def _valid_url(url: str) -> bool:

@@ -44,6 +44,14 @@ command -v semarize-connector >/dev/null ||
 PYTHON="$(dirname "$(command -v semarize-connector)")/python"
 [[ -x "$PYTHON" ]] || die "no python next to semarize-connector ($PYTHON)"
 
+# The demo runs config/demo.yaml as it is: connector settings left in the environment (the
+# README's develop-against-the-simulator exports, say) would override it.
+for name in $(compgen -e); do
+    case "$name" in
+    SEMARIZE_* | CONNECTOR_*) unset "$name" ;;
+    esac
+done
+
 mkdir -p "$DEMO_DIR"
 rm -f "$LOG" "$SIM_LOG" "$MANIFEST"
 STARTED_AT=$SECONDS
@@ -110,6 +118,7 @@ fi
 # --- 2. the simulator -----------------------------------------------------------------------------
 step "Semarize API: starting the simulator (seed $SEED, runs take 0.3-1.5 s)"
 # Known Kits: the demo's CALLKIT1 and SUPPORT1; call-2026-0025 names a retired one (LEGACY01).
+: >"$SIM_LOG" # exists before the loop below reads it (the child creates it otherwise)
 semarize-connector simulate --host 127.0.0.1 --port "${DEMO_SIM_PORT:-0}" --seed "$SEED" \
     --run-duration-ms 300:1500 --retry-after 0 --kits CALLKIT1,SUPPORT1 >"$SIM_LOG" 2>&1 &
 SIM_PID=$!

@@ -65,7 +65,7 @@ def test_an_unknown_configured_kit_is_a_configuration_error(
     connector = connector_factory(api_url=sim.url, topics=topics)
     assert connector.wait(60) == EXIT_CONFIG
     lines = error_lines(connector)
-    assert len(lines) == 1 and "configured Kit is unknown" in lines[0], lines
+    assert len(lines) == 1 and "configured Kit 'A1B2C3D4' is unknown" in lines[0], lines
     assert "kit_not_found" in lines[0]
     assert sim.stats()["runs_created"] == 0
     assert consume_all(kafka_bootstrap, topics.dlq) == []  # never a dead letter

@@ -526,3 +526,23 @@ def test_empty_secrets_are_shown_empty() -> None:
     data = masked_dict(load())
     assert data["pipeline"]["idempotency_salt"] == ""
     assert data["webhooks"]["secret"] == ""
+
+
+def test_a_secret_must_be_a_string_and_is_not_shown(tmp_path: Path) -> None:
+    text = "semarize:\n  api_key: [smz_test_listed_secret]\n"
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {"SEMARIZE_KIT_CODE": "A1B2C3D4"})
+    problems = caught.value.problems
+    assert "semarize.api_key: must be a string" in problems
+    assert not any("smz_test_listed_secret" in p for p in problems)
+
+
+def test_credentials_in_the_api_url_are_refused_and_never_echoed() -> None:
+    problems = problems_of({"SEMARIZE_API_URL": "https://user:smz_live_inurl@api.example"})
+    assert problems == [
+        "semarize.api_url: must not carry credentials (user:password@); the API key goes in "
+        "semarize.api_key"
+    ]
+    assert not any("smz_live_inurl" in p for p in problems)
