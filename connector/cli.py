@@ -129,9 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when it is installed (`pip install semarize-connector[uvloop]`) unless
-    CONNECTOR_EVENT_LOOP=asyncio: it takes a share off the per-record CPU cost
-    (bench/RESULTS.md); the stdlib loop otherwise."""
+    """uvloop (a dependency, not on Windows) unless CONNECTOR_EVENT_LOOP=asyncio: it takes
+    10-20 % off the per-record CPU cost (bench/RESULTS.md); the stdlib loop otherwise."""
     if os.environ.get("CONNECTOR_EVENT_LOOP", "").strip().lower() == "asyncio":
         return None
     try:
