@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures_kafka",
     "tests.fixtures_simulator",
     "tests.fixtures_connector",
+    "tests.figures",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.figures import report_figure
 from tests.fixtures_connector import ConnectorFactory, ConnectorProcess, Topics
 from tests.integration.test_main_job import transcript_event
 from tests.kafka_admin import committed_offsets, consume_all, end_offsets, produce
@@ -177,8 +178,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_pays_once(
     lost = events - len(counts)
     duplicates = sum(n - 1 for n in counts.values())
     stats = sim.stats()
-    print(
-        f"\nCRASH-TEST guarantee={guarantee} events={events} kills={kills} lost={lost} "
+    report_figure(
+        f"CRASH-TEST guarantee={guarantee} events={events} kills={kills} lost={lost} "
         f"dead_letters={len(dead)} runs_created={stats['runs_created']} "
         f"duplicate_runs={stats['runs_created'] - events} duplicate_outputs={duplicates} "
         f"finished_not_committed_at_kills={bound} "
@@ -287,8 +288,8 @@ def test_rebalances_with_members_joining_and_leaving(
 
     counts = output_events(consume_all(kafka_bootstrap, topics.output))
     stats = sim.stats()
-    print(
-        f"\nREBALANCE-TEST events={events} lost={events - len(counts)} "
+    report_figure(
+        f"REBALANCE-TEST events={events} lost={events - len(counts)} "
         f"duplicate_runs={stats['runs_created'] - events} "
         f"duplicate_outputs={sum(n - 1 for n in counts.values())} "
         f"commit_samples={len(watcher.samples)}"

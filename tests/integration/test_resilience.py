@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.figures import report_figure
 from tests.fixtures_connector import ConnectorFactory, Topics
 from tests.integration.test_guarantees import output_events, sim_event
 from tests.integration.test_main_job import transcript_event
@@ -80,8 +81,8 @@ def test_a_60_second_outage_makes_no_dead_letters(
     scraper.join(5)
     stats = sim.stats()
     dead = consume_all(kafka_bootstrap, topics.dlq)
-    print(
-        f"\nOUTAGE-TEST events={events} dead_letters={len(dead)} "
+    report_figure(
+        f"OUTAGE-TEST events={events} dead_letters={len(dead)} "
         f"runs_created={stats['runs_created']} outputs_at_recovery={outputs_before_recovery} "
         f"circuit_states_seen={sorted(set(circuit_states))}"
     )
@@ -257,8 +258,8 @@ def test_a_hard_rate_limit_keeps_429s_rare(
     total, limited = counts(end)
     warm_total, warm_limited = counts(warm)
     after_total, after_limited = total - warm_total, limited - warm_limited
-    print(
-        f"\nRATE-LIMIT-TEST {client_limit=} R={limit} requests={total} 429s={limited} "
+    report_figure(
+        f"RATE-LIMIT-TEST {client_limit=} R={limit} requests={total} 429s={limited} "
         f"after_warm_up: requests={after_total} 429s={after_limited} "
         f"share={after_limited / after_total:.3f}"
     )

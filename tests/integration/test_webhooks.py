@@ -7,7 +7,8 @@
   rejected or deduped and counted, and none completes a run;
 - the completions reader on its own: every partition, from `poll_fallback_seconds` ago.
 
-The measured GET polls per run are printed (`WEBHOOK-TEST polls_per_run=...`; run with -s).
+The measured GET polls per run are reported (`WEBHOOK-TEST polls_per_run=...`, listed at the
+end of the session).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pytest
 from confluent_kafka import Producer
 
 from connector.webhooks import PATH, Completion, CompletionsReader, reader_config
+from tests.figures import report_figure
 from tests.fixtures_connector import TEST_API_KEY, ConnectorFactory, ConnectorProcess, Topics
 from tests.kafka_admin import consume_all, create_topic, header_dict, produce, unique_name
 from tests.kafka_broker import free_port
@@ -165,7 +167,7 @@ def test_three_replicas_webhooks_round_robin(
     assert consume_all(kafka_bootstrap, topics.dlq) == []
     assert_each_event_once(outputs, events)
     polls_per_run = get_polls(stats) / stats["runs_created"]
-    print(
+    report_figure(
         f"WEBHOOK-TEST webhooks=healthy replicas=3 events={events} "
         f"runs={stats['runs_created']} get_polls={get_polls(stats)} "
         f"polls_per_run={polls_per_run:.3f} noticed_by_webhook={by_webhook:.0f} "
@@ -194,7 +196,7 @@ def test_polling_baseline_without_webhooks(
     stats = sim.stats()
     assert_each_event_once(consume_all(kafka_bootstrap, topics.output), events)
     polls_per_run = get_polls(stats) / stats["runs_created"]
-    print(
+    report_figure(
         f"WEBHOOK-TEST webhooks=off replicas=1 events={events} runs={stats['runs_created']} "
         f"get_polls={get_polls(stats)} polls_per_run={polls_per_run:.3f}"
     )
@@ -241,7 +243,7 @@ def test_dropped_webhooks_finish_through_polling(
     assert consume_all(kafka_bootstrap, topics.dlq) == []
     assert_each_event_once(outputs, events)
     polls_per_run = get_polls(stats) / stats["runs_created"]
-    print(
+    report_figure(
         f"WEBHOOK-TEST webhooks=20%-dropped replicas=3 events={events} "
         f"runs={stats['runs_created']} get_polls={get_polls(stats)} "
         f"polls_per_run={polls_per_run:.3f} noticed_by_poll={via_poll:.0f} "
@@ -295,7 +297,7 @@ def test_exactly_once_with_webhooks(
     assert connector.wait(60) == 0, connector.tail()
     outputs = consume_all(kafka_bootstrap, topics.output, isolation_level="read_committed")
     assert_each_event_once(outputs, events)
-    print(
+    report_figure(
         f"WEBHOOK-TEST webhooks=healthy exactly_once replicas=1 events={events} "
         f"get_polls={get_polls(stats)} polls_per_run={get_polls(stats) / events:.3f}"
     )
