@@ -305,16 +305,15 @@ class Pipeline:
             await self._pace_commits()
 
     async def _pace_commits(self) -> None:
-        """Commits go out every `commit_interval`, except when the pipeline is full: then
-        records wait for slots that only a commit frees, so commit again without delay."""
+        """Commits go out every `commit_interval`, except while the pipeline is starved of
+        slots: then records wait for slots that only a commit frees, so commit again without
+        delay."""
         interval = self._s.commit_interval
         waited = 0.0
-        while waited < interval:
+        while waited < interval and not self.capacity.starved:
             step = min(_FULL_CHECK_SECONDS, interval - waited)
             await asyncio.sleep(step)
             waited += step
-            if self.capacity.available <= 0:
-                return
 
     def request_commit(self) -> bool:
         offsets = []

@@ -207,10 +207,11 @@ class RunTracker:
                 self._adaptive.succeeded(time.perf_counter() - result.sent_at)
             metrics.RUNS_CREATED.inc()
             request.create_request_id = result.request_id
-            # The API starts the run's clock when it gets the create: time polls from the
-            # send (after any rate-limit wait), not from the answer, or every first poll
-            # comes a round trip late.
-            return result, submitted_at, result.sent_at or time.perf_counter()
+            # Polls are timed from the answer: the run started somewhere between the send
+            # and the answer, and under a burst the API takes creates in late; timed from
+            # the send, the first poll of a late-started run comes too early and then waits
+            # out the GET's Retry-After (measured at 1,000 in flight: +1 s per run).
+            return result, submitted_at, time.perf_counter()
 
     # --- track ---------------------------------------------------------------------------
     async def _poll(

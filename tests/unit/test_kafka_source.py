@@ -51,26 +51,37 @@ class FakeMessage:
 
 
 class FakeConsumer:
-    """Serves queued messages of unpaused partitions; remembers pauses and seeks."""
+    """A log per partition and a fetch position per partition, like librdkafka's: consume
+    serves unpaused partitions from their positions; seek moves a position; a poll while
+    paused may still return one message fetched before the pause took effect."""
 
     def __init__(self, _config: dict[str, Any]) -> None:
-        self.queue: list[FakeMessage] = []
+        self.logs: dict[int, list[FakeMessage]] = {}
+        self.positions: dict[int, int] = {}
         self.paused: set[tuple[str, int]] = set()
         self.seeks: list[tuple[int, int]] = []
-        self.position: dict[int, int] = {}
 
-    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
-        served = [m for m in self.queue if (TOPIC, m.partition()) not in self.paused]
-        served = served[:num_messages]
-        for message in served:
-            self.queue.remove(message)
+    def append(self, partition: int, offsets: range) -> None:
+        log = self.logs.setdefault(partition, [])
+        log.extend(FakeMessage(partition, o) for o in offsets)
+        self.positions.setdefault(partition, 0)
+
+    def _take(self, partitions: list[int], limit: int) -> list[FakeMessage]:
+        served: list[FakeMessage] = []
+        for partition in partitions:
+            log, position = self.logs[partition], self.positions[partition]
+            while position < len(log) and len(served) < limit:
+                served.append(log[position])
+                position += 1
+            self.positions[partition] = position
         return served
 
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        active = [p for p in sorted(self.logs) if (TOPIC, p) not in self.paused]
+        return self._take(active, num_messages)
+
     def poll(self, timeout: float) -> FakeMessage | None:
-        # librdkafka may still return a message fetched before a pause took effect
-        messages = [m for m in self.queue][:1]
-        for message in messages:
-            self.queue.remove(message)
+        messages = self._take(sorted(self.logs), 1)
         return messages[0] if messages else None
 
     def pause(self, partitions: list[Any]) -> None:
@@ -81,8 +92,7 @@ class FakeConsumer:
 
     def seek(self, tp: Any) -> None:
         self.seeks.append((tp.partition, tp.offset))
-        # refetched from the seek position: put the message back in front
-        self.queue.insert(0, FakeMessage(tp.partition, tp.offset))
+        self.positions[tp.partition] = tp.offset
 
 
 class Harness:
@@ -112,7 +122,7 @@ class Harness:
         self.source._assigned = {(TOPIC, p) for p in range(partitions)}
 
     def produce(self, partition: int, offsets: range) -> None:
-        self.consumer.queue.extend(FakeMessage(partition, o) for o in offsets)
+        self.consumer.append(partition, offsets)
 
     def step(self) -> None:
         """One turn of the consumer thread's loop, then let the event loop deliver."""
@@ -160,6 +170,10 @@ def test_a_full_pipeline_pauses_everything_and_rewinds_what_came_anyway(harness:
     assert h.consumer.paused == {(TOPIC, 0), (TOPIC, 1)}
     assert len(h.consumer.seeks) == 1
     h.capacity.release(4)
+    standing = [(p, len(h.offsets(p))) for p in (0, 1) if h.offsets(p)]
+    h.step()  # resumed, with a seek to where each partition stands (wakes librdkafka)
+    assert h.consumer.paused == set()
+    assert sorted(h.consumer.seeks[1:]) == standing == [(0, 4)]
     for _ in range(10):
         h.step()
         h.capacity.release(h.capacity.held)
