@@ -78,7 +78,13 @@ def test_out_of_order_completion_commits_only_the_finished_prefix(
     topics: Topics = pipeline_topics(1)
     sim = simulator_factory("--retry-after", "0")
     produce(kafka_bootstrap, topics.input, [sim_event(i, d) for i, d in enumerate(durations)])
-    connector = connector_factory(api_url=sim.url, topics=topics, stop_when_idle=1)
+    # Polls at most 0.2 s apart: completions are noticed in the order the runs end.
+    connector = connector_factory(
+        api_url=sim.url,
+        topics=topics,
+        stop_when_idle=1,
+        config={"semarize": {"poll_max_seconds": 0.2}},
+    )
     observations: list[tuple[set[int], int]] = []
     group = f"g-{topics.input}"
     while connector.running():
