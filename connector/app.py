@@ -610,10 +610,8 @@ class Connector:
                 continue  # broker unreachable: readiness already says so
             unread = [
                 tp
-                for tp in tps
-                if tp in self.pipeline.partitions
-                and self.pipeline.partitions[tp].offsets.next_offset is None
-                and self.pipeline.partitions[tp].offsets.committed is None
+                for tp, work in self.pipeline.partitions.items()
+                if work.offsets.next_offset is None and work.offsets.committed is None
             ]
             starts = await self._start_positions(admin, unread) if unread else {}
             for tp, high in ends.items():

@@ -134,8 +134,8 @@ def consumer_config(
         "session.timeout.ms": 45000,
         "max.poll.interval.ms": 300000,
         "fetch.max.bytes": 52428800,
-        # A partition resumed after a pause is fetched again, behind any fetch still
-        # waiting at the broker: 500 ms (the default) of idle slots after every pause.
+        # One fetch in flight per broker: a partition resumed while a fetch for caught-up
+        # partitions waits at the broker joins only the next one (default wait 500 ms).
         "fetch.wait.max.ms": 100,
     }
     if exactly_once:

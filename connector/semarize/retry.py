@@ -137,11 +137,15 @@ class ApiGate:
         elif not self.healthy and self._unhealthy_since is None:
             self._unhealthy_since = now
 
+    def _wake(self) -> None:
+        """Wake every waiter of `wait_until_usable` to look again."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     def _notify(self) -> None:
         self._update_health_clock()
         metrics.CIRCUIT_STATE.set(int(self.state))
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake()
         for listener in self.listeners:
             listener()
 
@@ -229,8 +233,7 @@ class ApiGate:
         # A trial taken a whole probe interval ago with no verdict (its record revoked):
         # let another create try.
         self._trial_open, self._trial_taken = True, False
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake()
 
     def create_answered(self) -> None:
         """A create got an answer other than a halt (a run, a rejection, a retryable
